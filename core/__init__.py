@@ -1,0 +1,29 @@
+"""KeepAugment core: batched, sync-free saliency and selective cut / paste on (B, C, H, W) tensors.
+
+Gong, Wang, Li, Chandra, Liu. "KeepAugment: A Simple Information-Preserving Data Augmentation
+Approach", CVPR 2021. This package imports only torch; nothing here does I/O or reads configs.
+"""
+
+from .early_head import EarlyHead
+from .keep import OPS, KeepAugment, KeepOutput, KeepParams
+from .ops import box_area_fraction, boxes_to_mask, cutmix, cutout, erase, mix_targets, paste
+from .policy import random_boxes, selective_boxes
+from .regions import anchor_boxes, region_scores, summed_area_table
+from .saliency import downscale, eval_mode, saliency_map, unwrap_model
+from .sampling import (
+    candidate_mask,
+    region_threshold,
+    sample_beta,
+    sample_cutmix_sizes,
+    sample_erasing_sizes,
+    sample_gamma,
+    select_anchors,
+)
+
+__all__ = [
+    "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "anchor_boxes", "box_area_fraction",
+    "boxes_to_mask", "candidate_mask", "cutmix", "cutout", "downscale", "erase", "eval_mode", "mix_targets",
+    "paste", "random_boxes", "region_scores", "region_threshold", "saliency_map", "sample_beta",
+    "sample_cutmix_sizes", "sample_erasing_sizes", "sample_gamma", "select_anchors", "selective_boxes",
+    "summed_area_table", "unwrap_model",
+]

@@ -1,0 +1,193 @@
+"""``KeepAugment``: the step-level object that composes saliency and a region op for one batch.
+
+It runs after the batch is on the device, like timm's ``mixup_fn``::
+
+    keep = KeepAugment("cutout", size=16, tau=0.6, low_res=True)
+    out = keep(model, x, y, generator=g)        # x: (B, C, H, W) normalised, y: (B,)
+    loss = F.cross_entropy(model(out.x), out.target)
+
+Every option is independent (selective on/off, saliency target, low resolution, early head), so
+``KeepAugment("cutout", selective=False)`` is plain Cutout through exactly the same code path.
+The random step (:meth:`KeepAugment.sample`) returns the boxes; :meth:`KeepAugment.apply` is
+deterministic given them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import ops
+from ._checks import check_batch, check_images, check_range, check_tau
+from .policy import random_boxes, selective_boxes
+from .saliency import TARGETS, saliency_map
+from .sampling import sample_cutmix_sizes, sample_erasing_sizes
+
+OPS = ("cutout", "erasing", "cutmix", "paste")
+_PLACEMENT = {"cutout": "clip", "erasing": "inside", "cutmix": "clip", "paste": "clip"}
+
+
+@dataclass
+class KeepParams:
+    """The random choices for one batch: boxes ``(B, 4)``, CutMix partners, the saliency used."""
+
+    boxes: torch.Tensor
+    perm: torch.Tensor | None = None
+    saliency: torch.Tensor | None = None
+
+
+@dataclass
+class KeepOutput:
+    """Augmented batch, its targets (soft ``(B, K)`` for CutMix), and the choices that made it."""
+
+    x: torch.Tensor
+    target: torch.Tensor | None
+    boxes: torch.Tensor
+    lam: torch.Tensor | None = None
+    perm: torch.Tensor | None = None
+    saliency: torch.Tensor | None = None
+
+
+class KeepAugment:
+    """Selective-cut / selective-paste for a training batch.
+
+    Args:
+        op: ``"cutout"``, ``"erasing"`` (Random Erasing), ``"cutmix"`` or ``"paste"``.
+        size: region side(s) for cutout and paste (16 by default, the CIFAR Cutout length); erasing
+            and cutmix draw a size per image and take no ``size``.
+        selective: False gives the plain op (uniform region, no saliency pass).
+        tau: threshold quantile in [0, 1].
+        target: saliency from the ``"label"`` logit or the ``"max_logit"`` (unlabelled data).
+        low_res: compute the saliency at ``low_res_factor`` resolution (bicubic).
+        early_head: an :class:`~core.early_head.EarlyHead`; saliency from its logits.
+        p: probability of applying the op to each image.
+        fill: Cutout fill (number or per-channel), or Random Erasing fill (``"random"``,
+            ``"channel_random"``, ``"mean"``, number, per-channel).
+        erasing_area, erasing_ratio, erasing_log_ratio, erasing_attempts: Random Erasing's draw.
+        cutmix_beta: Beta(beta, beta) parameter of the CutMix area.
+        num_classes: needed by cutmix to build soft targets from class indices.
+    """
+
+    def __init__(
+        self,
+        op: str,
+        size: int | tuple[int, int] | None = None,
+        *,
+        selective: bool = True,
+        tau: float = 0.6,
+        target: str = "label",
+        low_res: bool = False,
+        low_res_factor: float = 0.5,
+        early_head: nn.Module | None = None,
+        p: float = 1.0,
+        fill=None,
+        erasing_area: tuple[float, float] = (0.02, 0.4),
+        erasing_ratio: tuple[float, float] = (0.3, 1 / 0.3),
+        erasing_log_ratio: bool = False,
+        erasing_attempts: int = 100,
+        cutmix_beta: float = 1.0,
+        num_classes: int | None = None,
+    ) -> None:
+        if op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        if op in ("erasing", "cutmix") and size is not None:
+            raise ValueError(f"size is drawn per image for op={op!r}; do not pass size")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        check_tau(tau)
+        check_tau(p, "p")
+        check_range(erasing_area, "erasing_area", 0.0, 1.0)
+        check_range(erasing_ratio, "erasing_ratio", 1e-6)
+        if not 0.0 < low_res_factor <= 1.0:
+            raise ValueError(f"low_res_factor must be in (0, 1], got {low_res_factor!r}")
+        if cutmix_beta <= 0:
+            raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}")
+        self.op, self.selective, self.tau, self.target = op, selective, float(tau), target
+        self.size = 16 if size is None and op in ("cutout", "paste") else size
+        self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
+        self.p, self.fill = float(p), fill
+        self.erasing_area, self.erasing_ratio = tuple(erasing_area), tuple(erasing_ratio)
+        self.erasing_log_ratio, self.erasing_attempts = erasing_log_ratio, erasing_attempts
+        self.cutmix_beta, self.num_classes = float(cutmix_beta), num_classes
+
+    def _sizes(self, x: torch.Tensor, generator: torch.Generator | None):
+        b, _, h, w = x.shape
+        if self.op == "erasing":
+            return sample_erasing_sizes(b, h, w, self.erasing_area, self.erasing_ratio, self.erasing_log_ratio,
+                                        self.erasing_attempts, self.p, generator, x.device)
+        if self.op == "cutmix":
+            return sample_cutmix_sizes(b, h, w, self.cutmix_beta, self.p, generator, x.device)
+        if self.p < 1.0:
+            size = self.size if isinstance(self.size, tuple) else (self.size, self.size)
+            keep = torch.rand(b, generator=generator, device=x.device) < self.p
+            return torch.tensor(size, device=x.device).expand(b, 2) * keep[:, None]
+        return self.size
+
+    def saliency(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The saliency ``(B, H, W)`` this step uses (label or max logit, full or low resolution)."""
+        return saliency_map(model, x, y, mode=self.target,
+                            low_res_factor=self.low_res_factor if self.low_res else 1.0,
+                            early_head=self.early_head)
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> KeepParams:
+        """The random step: boxes (and CutMix partners) for the batch ``x`` ``(B, C, H, W)``."""
+        check_images(x)
+        b, _, h, w = x.shape
+        sizes = self._sizes(x, generator)
+        placement = _PLACEMENT[self.op]
+        sal = None
+        if self.selective:
+            if model is None:
+                raise ValueError("model is required for a selective op (selective=True)")
+            sal = self.saliency(model, x, y)
+            boxes = selective_boxes(sal, sizes, self.tau, "above" if self.op == "paste" else "below",
+                                    placement, generator)
+        else:
+            boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
+        perm = torch.randperm(b, generator=generator, device=x.device) if self.op == "cutmix" else None
+        return KeepParams(boxes, perm, sal)
+
+    @torch.no_grad()
+    def apply(self, params: KeepParams, x: torch.Tensor, y: torch.Tensor | None = None,
+              x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
+        """The deterministic step (up to Random Erasing's random fill)."""
+        lam = None
+        target = y
+        if self.op == "cutout":
+            out = ops.cutout(x, params.boxes, 0.0 if self.fill is None else self.fill)
+        elif self.op == "erasing":
+            out = ops.erase(x, params.boxes, "random" if self.fill is None else self.fill, generator)
+        elif self.op == "cutmix":
+            if y is None:
+                raise ValueError("y is required for cutmix (the targets are mixed)")
+            out, lam = ops.cutmix(x, params.boxes, params.perm)
+            target = ops.mix_targets(y, params.perm, lam, self.num_classes)
+        else:
+            if x_aug is None:
+                raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
+            out = ops.paste(x_aug, x, params.boxes)
+        return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency)
+
+    def __call__(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
+                 x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
+        """Sample and apply for one batch. For ``op="paste"``, ``x`` is the clean batch and ``x_aug``
+        its image-level augmentation (same crop/flip); saliency is taken on ``x``."""
+        if y is not None:
+            check_batch(y.shape[0], x.shape[0], "y")
+        if x_aug is not None:
+            check_batch(x_aug.shape[0], x.shape[0], "x_aug")
+        elif self.op == "paste":
+            raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
+        params = self.sample(model, x, y, generator)
+        return self.apply(params, x, y, x_aug, generator)
+
+    def __repr__(self) -> str:
+        size = self.size if self.op in ("cutout", "paste") else "per-image"
+        saliency = (f", target={self.target!r}, low_res={self.low_res_factor if self.low_res else False}, "
+                    f"early_head={self.early_head.at if self.early_head is not None else None}")
+        return (f"KeepAugment(op={self.op!r}, size={size}, selective={self.selective}, tau={self.tau}, p={self.p}"
+                f"{saliency if self.selective else ''})")

@@ -1,0 +1,128 @@
+"""Deterministic application of chosen boxes: masks, Cutout, Random Erasing, CutMix, paste-back.
+
+The random step (:mod:`core.policy`) returns boxes; these functions apply them. All take
+``(B, C, H, W)`` images of any dtype (float, bf16/fp16, uint8) and ``(B, 4)`` int64 boxes
+``(x1, y1, x2, y2)`` with exclusive ends; an empty box (``x1 == x2``) leaves the image unchanged.
+Masks are built from broadcast ``arange`` comparisons (as airbench's ``batch_cutout``), no loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ._checks import check_batch, check_images, check_same_shape
+
+
+def _check_boxes(boxes: torch.Tensor, batch: int) -> None:
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be a (B, 4) tensor, got {getattr(boxes, 'shape', boxes)!r}")
+    check_batch(boxes.shape[0], batch, "boxes")
+
+
+def boxes_to_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, 4)`` boxes -> ``(B, 1, H, W)`` bool mask, True inside the box."""
+    dev = boxes.device
+    ys = torch.arange(height, device=dev)[None, :, None]
+    xs = torch.arange(width, device=dev)[None, None, :]
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    return ((ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2))[:, None]
+
+
+def box_area_fraction(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B,)`` float32 fraction of the image covered by each (clipped) box."""
+    area = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+    return area.float() / float(height * width)
+
+
+def _fill_tensor(fill, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or per-channel fill as a ``(1, C, 1, 1)`` tensor of ``x``'s dtype and device."""
+    t = torch.as_tensor(fill, dtype=torch.float32, device=x.device).flatten()
+    if t.numel() not in (1, x.shape[1]):
+        raise ValueError(f"fill must be a scalar or have one value per channel ({x.shape[1]}), got {t.numel()}")
+    return t.view(1, -1, 1, 1).to(x.dtype)
+
+
+def cutout(x: torch.Tensor, boxes: torch.Tensor, fill: float | Sequence[float] | torch.Tensor = 0.0) -> torch.Tensor:
+    """Fill each box with a constant (Cutout: 0 in normalised space = the mean colour)."""
+    check_images(x)
+    _check_boxes(boxes, x.shape[0])
+    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
+    return torch.where(mask, _fill_tensor(fill, x), x)
+
+
+def erase(
+    x: torch.Tensor, boxes: torch.Tensor, fill: str | float | Sequence[float] | torch.Tensor = "random",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random Erasing's fill inside each box.
+
+    Args:
+        fill: ``"random"`` (per-pixel: standard normal for float images, i.e. normalised space;
+            uniform 0..255 for uint8), ``"channel_random"`` (one random value per image and channel),
+            ``"mean"`` (each image's own per-channel mean), or a scalar / per-channel constant.
+    """
+    check_images(x)
+    _check_boxes(boxes, x.shape[0])
+    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
+    if isinstance(fill, str):
+        if fill in ("random", "channel_random"):
+            shape = x.shape if fill == "random" else (*x.shape[:2], 1, 1)
+            if x.dtype == torch.uint8:
+                values = torch.randint(0, 256, shape, generator=generator, device=x.device, dtype=torch.uint8)
+            else:
+                values = torch.randn(shape, generator=generator, device=x.device).to(x.dtype)
+        elif fill == "mean":
+            values = x.float().mean(dim=(2, 3), keepdim=True)
+            values = values.round().to(x.dtype) if x.dtype == torch.uint8 else values.to(x.dtype)
+        else:
+            raise ValueError(f"fill must be 'random', 'channel_random', 'mean' or a number, got {fill!r}")
+    else:
+        values = _fill_tensor(fill, x)
+    return torch.where(mask, values, x)
+
+
+def cutmix(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace each image's box with the pixels of its partner ``x[perm]`` at the same place.
+
+    Returns:
+        ``(mixed, lam)`` with ``lam`` ``(B,)`` float32 = the exact fraction of the image's own pixels
+        left after clipping (the weight of its own label; 1 for an empty box).
+    """
+    check_images(x)
+    _check_boxes(boxes, x.shape[0])
+    if perm.dim() != 1:
+        raise ValueError(f"perm must be a 1-D permutation, got shape {tuple(perm.shape)}")
+    check_batch(perm.shape[0], x.shape[0], "perm")
+    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
+    lam = 1.0 - box_area_fraction(boxes, x.shape[2], x.shape[3])
+    return torch.where(mask, x[perm], x), lam
+
+
+def paste(x_aug: torch.Tensor, x_clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Selective-paste: ``M(S) * x_clean + (1 - M(S)) * x_aug`` (paper Sec. 3)."""
+    check_images(x_aug, "x_aug")
+    check_same_shape(x_aug, x_clean, "x_aug", "x_clean")
+    _check_boxes(boxes, x_aug.shape[0])
+    mask = boxes_to_mask(boxes, x_aug.shape[2], x_aug.shape[3])
+    return torch.where(mask, x_clean, x_aug)
+
+
+def mix_targets(
+    target: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, num_classes: int | None = None,
+) -> torch.Tensor:
+    """Soft targets ``lam * y + (1 - lam) * y[perm]`` as ``(B, K)`` float32.
+
+    Args:
+        target: ``(B,)`` class indices (needs ``num_classes``) or ``(B, K)`` soft targets.
+    """
+    if target.dim() == 1:
+        if num_classes is None:
+            raise ValueError("num_classes is required to mix integer targets")
+        target = torch.nn.functional.one_hot(target.long(), num_classes).float()
+    elif target.dim() != 2:
+        raise ValueError(f"target must be (B,) indices or (B, K) soft targets, got shape {tuple(target.shape)}")
+    target = target.float()
+    lam = lam.to(target.dtype)[:, None]
+    return lam * target + (1.0 - lam) * target[perm]

@@ -1,0 +1,104 @@
+"""Vanilla-gradient saliency of the model being trained (Simonyan et al. 2014; KeepAugment Sec. 3).
+
+``g_ij = max_c |d l_y(x) / d x_cij|`` with ``l_y`` the logit of the label (supervised) or the
+largest logit (unlabelled data). The pass leaves no trace on the model:
+
+- the gradient is taken with ``torch.autograd.grad`` w.r.t. a detached copy of the input only, so no
+  parameter ``.grad`` is written, no ``requires_grad`` is toggled and no weight gradient is computed;
+- the network runs in eval mode (BatchNorm uses and keeps its running statistics; examples do not
+  interact), and every submodule's train/eval flag is restored afterwards, even on exceptions;
+- DDP / DataParallel wrappers are unwrapped, so no gradient all-reduce is triggered.
+
+Low-resolution saliency (Sec. 3.1) runs the pass on a bicubic-downscaled copy and maps the map back to
+full resolution (bilinear, non-negative). An :class:`core.early_head.EarlyHead` makes the pass stop at
+its hook point and take the auxiliary logits, so backprop only traverses the modules before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_batch, check_images
+
+TARGETS = ("label", "max_logit")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The inner module of DDP / DataParallel (and nested) wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own flag on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def downscale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Bicubic resize by ``factor`` (0 < factor <= 1); each side at least 1 pixel."""
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"low_res_factor must be in (0, 1], got {factor!r}")
+    if factor == 1.0:
+        return x
+    size = (max(1, round(x.shape[2] * factor)), max(1, round(x.shape[3] * factor)))
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+
+
+def saliency_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    *,
+    mode: str = "label",
+    low_res_factor: float = 1.0,
+    early_head: nn.Module | None = None,
+) -> torch.Tensor:
+    """Saliency ``(B, H, W)`` float32, non-negative, at the resolution of ``x``.
+
+    Args:
+        model: any classifier ``(B, C, H, W) -> (B, K)`` logits (possibly DDP-wrapped).
+        x: ``(B, C, H, W)`` model input (normalised as the model expects), any float dtype and memory
+            format; it is not modified.
+        target: ``(B,)`` class indices; required for ``mode="label"``.
+        mode: ``"label"`` (logit of ``target``) or ``"max_logit"`` (largest logit; no labels needed).
+        low_res_factor: compute on a bicubic copy downscaled by this factor (1 = full resolution).
+        early_head: an attached :class:`~core.early_head.EarlyHead`; its logits replace the model's.
+    """
+    check_images(x)
+    if mode not in TARGETS:
+        raise ValueError(f"mode must be one of {TARGETS}, got {mode!r}")
+    if mode == "label":
+        if target is None:
+            raise ValueError("target is required when mode='label' (use mode='max_logit' for unlabelled data)")
+        if target.dim() != 1 or target.is_floating_point():
+            raise ValueError(f"target must be (B,) class indices, got {target.dtype} {tuple(target.shape)}")
+        check_batch(target.shape[0], x.shape[0], "target")
+    net = unwrap_model(model)
+    height, width = x.shape[2:]
+    inp = downscale(x.detach().float(), low_res_factor).requires_grad_(True)
+    with eval_mode(net), torch.enable_grad():
+        logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
+        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")
+        if mode == "label":
+            chosen = logits.gather(1, target.to(logits.device).long()[:, None])
+        else:
+            chosen = logits.max(dim=1).values
+        (grad,) = torch.autograd.grad(chosen.float().sum(), inp)
+    sal = grad.abs().amax(dim=1).float()
+    if sal.shape[1:] != (height, width):
+        sal = F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    return sal

@@ -1,0 +1,153 @@
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from core import saliency_map
+from core.saliency import eval_mode
+
+
+def small_net(num_classes=5):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+        nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+    )
+
+
+def autograd_reference(model, x, y=None):
+    """Independent reference: a deep copy in eval mode, .backward() into x.grad."""
+    m = copy.deepcopy(model).eval()
+    xr = x.detach().clone().requires_grad_(True)
+    logits = m(xr)
+    sel = logits.max(1).values if y is None else logits[torch.arange(len(x)), y]
+    sel.sum().backward()
+    return xr.grad.abs().amax(1)
+
+
+def snapshot(model):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        [p.requires_grad for p in model.parameters()],
+        [m.training for m in model.modules()],
+    )
+
+
+def assert_same(a, b):
+    sa, ga, ra, ma = a
+    sb, gb, rb, mb = b
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(ga, gb))
+    assert ra == rb and ma == mb
+
+
+def test_equals_autograd_reference_label_and_max_logit():
+    model = small_net()
+    x, y = torch.randn(6, 3, 12, 10), torch.randint(0, 5, (6,))
+    sal = saliency_map(model, x, y)
+    assert sal.shape == (6, 12, 10) and sal.dtype == torch.float32 and (sal >= 0).all()
+    assert torch.allclose(sal, autograd_reference(model, x, y), atol=1e-6)
+    assert torch.allclose(saliency_map(model, x, mode="max_logit"), autograd_reference(model, x), atol=1e-6)
+
+
+def test_no_trace_on_model():
+    model = small_net()
+    model.train()
+    model[1].eval()  # a mixed-mode model: each flag must come back as it was
+    model[0].weight.grad = torch.full_like(model[0].weight, 3.0)
+    model[4].weight.requires_grad_(False)
+    before = snapshot(model)
+    x = torch.randn(4, 3, 8, 8)
+    saliency_map(model, x, torch.tensor([0, 1, 2, 3]))
+    saliency_map(model, x, mode="max_logit", low_res_factor=0.5)
+    assert_same(before, snapshot(model))
+    assert model[-1].weight.grad is None
+
+
+def test_mode_restored_on_exception():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.BatchNorm2d(3), Boom())
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        saliency_map(model, torch.randn(2, 3, 4, 4), mode="max_logit")
+    assert all(m.training for m in model.modules())
+    with pytest.raises(RuntimeError):
+        with eval_mode(model):
+            assert not model.training
+            raise RuntimeError
+    assert model.training
+
+
+def test_input_not_modified_and_channels_last():
+    model = small_net().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 3, 8, 8).to(memory_format=torch.channels_last)
+    x0 = x.clone()
+    y = torch.tensor([1, 2, 3])
+    sal = saliency_map(model, x, y)
+    assert torch.equal(x, x0) and not x.requires_grad
+    assert torch.allclose(sal, autograd_reference(small_net(), x.contiguous(), y), atol=1e-6)
+
+
+def test_low_resolution():
+    model = small_net()
+    x, y = torch.randn(2, 3, 16, 12), torch.tensor([0, 4])
+    sal = saliency_map(model, x, y, low_res_factor=0.5)
+    assert sal.shape == (2, 16, 12) and (sal >= 0).all()
+    xs = torch.nn.functional.interpolate(x, size=(8, 6), mode="bicubic", align_corners=False)
+    ref = autograd_reference(model, xs, y)
+    back = torch.nn.functional.avg_pool2d(sal[:, None], 2)[:, 0]  # bilinear x2 then 2x2 mean ~ original
+    assert torch.allclose(back, ref, rtol=0.35, atol=1e-3) or torch.corrcoef(
+        torch.stack([back.flatten(), ref.flatten()]))[0, 1] > 0.95
+    with pytest.raises(ValueError, match="low_res_factor"):
+        saliency_map(model, x, y, low_res_factor=1.5)
+
+
+def test_autocast_bf16():
+    model = small_net()
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sal = saliency_map(model, x, y)
+    assert sal.dtype == torch.float32
+    ref = autograd_reference(model, x, y)
+    assert torch.corrcoef(torch.stack([sal.flatten(), ref.flatten()]))[0, 1] > 0.95
+
+
+def test_torchvision_and_timm_models():
+    timm = pytest.importorskip("timm")
+    x = torch.randn(2, 3, 32, 32)
+    for model in (torchvision.models.resnet18(num_classes=7), timm.create_model("resnet10t", num_classes=7)):
+        y = torch.tensor([3, 6])
+        assert torch.allclose(saliency_map(model, x, y), autograd_reference(model, x, y), atol=1e-5)
+
+
+def test_ddp_wrapped_model_uses_inner_module(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        inner = small_net()
+        ddp = nn.parallel.DistributedDataParallel(inner)
+        x, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 2])
+        assert torch.allclose(saliency_map(ddp, x, y), autograd_reference(inner, x, y), atol=1e-6)
+        assert all(p.grad is None for p in inner.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_bad_input():
+    model = small_net()
+    with pytest.raises(ValueError, match="target is required"):
+        saliency_map(model, torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="target has batch size"):
+        saliency_map(model, torch.randn(2, 3, 8, 8), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="x must have shape"):
+        saliency_map(model, torch.randn(3, 8, 8), torch.tensor([1]))
+    with pytest.raises(ValueError, match="mode"):
+        saliency_map(model, torch.randn(2, 3, 8, 8), mode="min_logit")
