@@ -1,8 +1,10 @@
-# Two entry points: `make demo` and `make test`. Both create/reuse .venv and are quiet when set up.
+# Two entry points: `make demo` and `make test`. Both create/reuse .venv and are quiet once set up.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOG := $(VENV)/install.log
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
 .PHONY: demo test bench venv clean
 
@@ -10,8 +12,9 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" "setuptools>=68,<81" wheel
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	@echo "installing the project into $(VENV) (first time: a few minutes; log in $(LOG))"
+	@($(PIP) --upgrade "pip>=24" "setuptools>=68,<81" wheel && $(PIP) -e ".[test]") > $(LOG) 2>&1 \
+		|| { tail -n 40 $(LOG); exit 1; }
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -62,6 +62,7 @@ class KeepAugment:
         target: saliency from the ``"label"`` logit or the ``"max_logit"`` (unlabelled data).
         low_res: compute the saliency at ``low_res_factor`` resolution (bicubic).
         early_head: an :class:`~core.early_head.EarlyHead`; saliency from its logits.
+        saliency_dtype: autocast dtype of the saliency pass (e.g. ``torch.bfloat16``; None = as the caller).
         p: probability of applying the op to each image.
         fill: Cutout fill (number or per-channel), or Random Erasing fill (``"random"``,
             ``"channel_random"``, ``"mean"``, number, per-channel).
@@ -81,6 +82,7 @@ class KeepAugment:
         low_res: bool = False,
         low_res_factor: float = 0.5,
         early_head: nn.Module | None = None,
+        saliency_dtype: torch.dtype | None = None,
         p: float = 1.0,
         fill=None,
         erasing_area: tuple[float, float] = (0.02, 0.4),
@@ -107,6 +109,7 @@ class KeepAugment:
         self.op, self.selective, self.tau, self.target = op, selective, float(tau), target
         self.size = 16 if size is None and op in ("cutout", "paste") else size
         self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
+        self.saliency_dtype = saliency_dtype
         self.p, self.fill = float(p), fill
         self.erasing_area, self.erasing_ratio = tuple(erasing_area), tuple(erasing_ratio)
         self.erasing_log_ratio, self.erasing_attempts = erasing_log_ratio, erasing_attempts
@@ -129,7 +132,7 @@ class KeepAugment:
         """The saliency ``(B, H, W)`` this step uses (label or max logit, full or low resolution)."""
         return saliency_map(model, x, y, mode=self.target,
                             low_res_factor=self.low_res_factor if self.low_res else 1.0,
-                            early_head=self.early_head)
+                            early_head=self.early_head, autocast_dtype=self.saliency_dtype)
 
     @torch.no_grad()
     def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -188,6 +191,7 @@ class KeepAugment:
     def __repr__(self) -> str:
         size = self.size if self.op in ("cutout", "paste") else "per-image"
         saliency = (f", target={self.target!r}, low_res={self.low_res_factor if self.low_res else False}, "
-                    f"early_head={self.early_head.at if self.early_head is not None else None}")
+                    f"early_head={self.early_head.at if self.early_head is not None else None}"
+                    f"{f', saliency_dtype={self.saliency_dtype}' if self.saliency_dtype else ''}")
         return (f"KeepAugment(op={self.op!r}, size={size}, selective={self.selective}, tau={self.tau}, p={self.p}"
                 f"{saliency if self.selective else ''})")

@@ -94,23 +94,39 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
         ``(B, H, W)`` float64 scores; NaN marks anchors that are not candidates (``"inside"`` only).
     """
     check_maps(saliency)
-    if check:
-        check_finite(saliency)
     b, height, width = saliency.shape
     check_sizes_fit(size, height, width)
-    sizes = as_sizes(size, b, saliency.device)
+    sizes = as_sizes(size, b, saliency.device)  # validates size
+    sat = summed_area_table(saliency)
+    if check:  # the float64 total of each map is finite iff every value is
+        check_finite(sat[:, -1, -1], "saliency")
+    if not isinstance(size, torch.Tensor):
+        return _static_scores(sat, *((size, size) if isinstance(size, int) else size), placement)
     y1, y2, x1, x2, valid_y, valid_x = anchor_extents(sizes, height, width, placement)
-    flat = summed_area_table(saliency).flatten(1)
-    stride = width + 1
-
-    def corner(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        idx = ys[:, :, None] * stride + xs[:, None, :]
-        return flat.gather(1, idx.flatten(1)).view(b, height, width)
-
-    scores = corner(y2, x2) - corner(y1, x2) - corner(y2, x1) + corner(y1, x1)
+    cols = width + 1  # separable differences: rows first, then columns
+    rows = sat.gather(1, y2[:, :, None].expand(-1, -1, cols)) - sat.gather(1, y1[:, :, None].expand(-1, -1, cols))
+    x2, x1 = x2[:, None, :].expand(-1, height, -1), x1[:, None, :].expand(-1, height, -1)
+    scores = rows.gather(2, x2) - rows.gather(2, x1)
     if placement == "inside":
         valid = valid_y[:, :, None] & valid_x[:, None, :]
         scores = scores.masked_fill(~valid, float("nan"))
+    return scores
+
+
+def _static_scores(sat: torch.Tensor, h: int, w: int, placement: str) -> torch.Tensor:
+    """One region size for the whole batch: box sums as differences of shifted views of the table."""
+    b, height, width = sat.shape[0], sat.shape[1] - 1, sat.shape[2] - 1
+    if placement == "clip":  # replicate padding implements the clipping of the box at the borders
+        p = torch.nn.functional.pad(sat[:, None], (w // 2, w - w // 2, h // 2, h - h // 2), mode="replicate")[:, 0]
+        return (p[:, h:h + height, w:w + width] - p[:, :height, w:w + width]
+                - p[:, h:h + height, :width] + p[:, :height, :width])
+    if placement != "inside":
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    rows, cols = min(height - h + 1, height), min(width - w + 1, width)
+    inner = (sat[:, h:h + rows, w:w + cols] - sat[:, :rows, w:w + cols]
+             - sat[:, h:h + rows, :cols] + sat[:, :rows, :cols])
+    scores = sat.new_full((b, height, width), float("nan"))
+    scores[:, :rows, :cols] = inner
     return scores
 
 

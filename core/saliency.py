@@ -65,6 +65,7 @@ def saliency_map(
     mode: str = "label",
     low_res_factor: float = 1.0,
     early_head: nn.Module | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Saliency ``(B, H, W)`` float32, non-negative, at the resolution of ``x``.
 
@@ -76,6 +77,9 @@ def saliency_map(
         mode: ``"label"`` (logit of ``target``) or ``"max_logit"`` (largest logit; no labels needed).
         low_res_factor: compute on a bicubic copy downscaled by this factor (1 = full resolution).
         early_head: an attached :class:`~core.early_head.EarlyHead`; its logits replace the model's.
+        autocast_dtype: run this pass under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``)
+            whatever the caller's context: a cheaper pass whose map ranks regions like the float32
+            one (the map itself is returned in float32). None keeps the caller's autocast state.
     """
     check_images(x)
     if mode not in TARGETS:
@@ -89,7 +93,9 @@ def saliency_map(
     net = unwrap_model(model)
     height, width = x.shape[2:]
     inp = downscale(x.detach().float(), low_res_factor).requires_grad_(True)
-    with eval_mode(net), torch.enable_grad():
+    cast = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+            else contextlib.nullcontext())
+    with eval_mode(net), torch.enable_grad(), cast:
         logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")

@@ -151,3 +151,18 @@ def test_bad_input():
         saliency_map(model, torch.randn(3, 8, 8), torch.tensor([1]))
     with pytest.raises(ValueError, match="mode"):
         saliency_map(model, torch.randn(2, 3, 8, 8), mode="min_logit")
+
+
+def test_bf16_pass_ranks_regions_like_float32():
+    from core import region_scores, region_threshold
+
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    full = saliency_map(model, x, y)
+    fast = saliency_map(model, x, y, autocast_dtype=torch.bfloat16)
+    assert fast.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    s_full, s_fast = region_scores(full, 8), region_scores(fast, 8)
+    below_full = s_full < region_threshold(s_full, 0.6)[:, None, None]
+    below_fast = s_fast < region_threshold(s_fast, 0.6)[:, None, None]
+    assert (below_full == below_fast).double().mean() > 0.95

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from core import (
-    candidate_mask, region_scores, region_threshold, sample_beta, sample_cutmix_sizes, sample_erasing_sizes,
-    select_anchors, selective_boxes,
+    candidate_mask,
+    region_scores,
+    region_threshold,
+    sample_beta,
+    sample_cutmix_sizes,
+    sample_erasing_sizes,
+    select_anchors,
+    selective_boxes,
 )
 from core.testing import reference_region_scores, reference_selective_box
 

@@ -1,0 +1,1 @@
+"""KeepAugment classification: CIFAR / ImageNet models and trainers built on :mod:`core`."""

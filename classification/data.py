@@ -1,0 +1,199 @@
+"""Datasets and loaders: CIFAR-10 (torchvision format or ImageFolder layout), ImageFolder (ImageNet),
+and the embedded sample. Items are uint8 tensors; normalisation happens on the device.
+
+A train item is ``(image, label, index)`` or, for paste methods, ``(clean, augmented, label, index)``
+where both views share the random crop and flip. An unreadable image raises an error naming the file,
+or, with ``data.skip_corrupt``, is dropped from its batch and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision import transforms as T
+
+from .augment import image_transform, plan
+from .sample import SAMPLE, load_image_archive
+
+CORRUPT = object()  # marker returned in place of an unreadable item when skipping
+
+
+class ArrayImages(Dataset):
+    """In-memory ``(N, H, W, 3)`` uint8 images and labels (CIFAR-10 torchvision format, the sample)."""
+
+    def __init__(self, images: np.ndarray, labels, classes: list[str]) -> None:
+        self.images, self.labels, self.classes = images, list(map(int, labels)), classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, i: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[i]), self.labels[i]
+
+
+class FolderImages(Dataset):
+    """ImageFolder layout ``<root>/<class>/<image>``; unreadable files raise naming the file."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = datasets.ImageFolder(str(root), loader=lambda p: p)
+        self.classes = self.folder.classes
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def load(self, i: int) -> tuple[Image.Image, int]:
+        path, label = self.folder.samples[i]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB"), label
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise OSError(f"cannot read image {path}: {err}") from err
+
+
+def _cifar_torchvision(root: Path, train: bool, download: bool) -> ArrayImages:
+    try:
+        ds = datasets.CIFAR10(str(root), train=train, download=download)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found under {root}: expected torchvision's cifar-10-batches-py/ there, or the ImageFolder "
+            f"layout {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg; set data.download=true to download "
+            f"it (needs internet) ({err})") from err
+    except OSError as err:  # URLError and friends
+        raise ConnectionError(f"downloading CIFAR-10 to {root} failed (offline?): {err}. Download it elsewhere and "
+                              f"copy cifar-10-batches-py/ into {root}") from err
+    return ArrayImages(ds.data, ds.targets, ds.classes)
+
+
+def base_dataset(data_cfg, split: str):
+    """The raw split (PIL images + labels) chosen by ``data.dataset`` and ``data.root``."""
+    root = Path(data_cfg.root)
+    if data_cfg.dataset == "sample":
+        x, y, classes = load_image_archive(data_cfg.root or SAMPLE, split)
+        return ArrayImages(x.permute(0, 2, 3, 1).numpy(), y.tolist(), classes)
+    if not data_cfg.root or not root.is_dir():
+        if data_cfg.dataset == "cifar10" and data_cfg.download and data_cfg.root:
+            return _cifar_torchvision(root, split == data_cfg.train_split, True)
+        raise FileNotFoundError(f"data.root {str(root)!r} is not a directory; expected {_layout(data_cfg)}")
+    if (root / split).is_dir():
+        return FolderImages(root / split)
+    if data_cfg.dataset == "cifar10":
+        return _cifar_torchvision(root, split == data_cfg.train_split, data_cfg.download)
+    raise FileNotFoundError(f"{root / split} does not exist; expected {_layout(data_cfg)}")
+
+
+def _layout(data_cfg) -> str:
+    if data_cfg.dataset == "cifar10":
+        return ("torchvision's cifar-10-batches-py/ or train/<class>/*.jpg + test/<class>/*.jpg "
+                "(set data.download=true to fetch it)")
+    return f"{data_cfg.train_split}/<class>/<image> and {data_cfg.val_split}/<class>/<image>"
+
+
+class Lighting:
+    """AlexNet-style PCA lighting noise (CutMix-PyTorch ``utils.Lighting``, alphastd 0.1) on uint8
+    ``(3, H, W)`` tensors; one draw can be applied to several views of the same image."""
+
+    EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+    def __init__(self, alphastd: float = 0.1) -> None:
+        self.alphastd = alphastd
+
+    def __call__(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        alpha = torch.randn(3) * self.alphastd
+        shift = (self.EIGVEC * alpha * self.EIGVAL).sum(1).view(3, 1, 1) * 255
+        return tuple((v.float() + shift).round().clamp(0, 255).to(torch.uint8) for v in views)
+
+
+class TrainView(Dataset):
+    """Crop + flip (+ image-level augmentation) of a base dataset, as uint8 tensors."""
+
+    def __init__(self, base, data_cfg, aug_cfg) -> None:
+        self.base, self.skip = base, data_cfg.skip_corrupt
+        size = data_cfg.image_size
+        if data_cfg.imagenet_style:
+            self.geometric = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                                        T.ColorJitter(0.4, 0.4, 0.4)])
+        else:
+            self.geometric = T.Compose([T.RandomCrop(size, padding=data_cfg.pad), T.RandomHorizontalFlip()])
+        self.lighting = Lighting(0.1) if data_cfg.imagenet_style else None
+        self.image_op = image_transform(aug_cfg)
+        self.pair = plan(aug_cfg.method).pair
+        self.to_tensor = T.PILToTensor()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        try:
+            img, label = self.base.load(i)
+        except OSError:
+            if self.skip:
+                return CORRUPT
+            raise
+        clean = self.geometric(img)
+        if self.image_op is None:
+            views = (self.to_tensor(clean),)
+        elif self.pair:
+            views = (self.to_tensor(clean), self.to_tensor(self.image_op(clean)))
+        else:
+            views = (self.to_tensor(self.image_op(clean)),)
+        if self.lighting is not None:
+            views = self.lighting(*views)
+        return (*views, label, i)
+
+
+class EvalView(Dataset):
+    """Deterministic evaluation view: identity (CIFAR) or Resize(size / 0.875) + CenterCrop (ImageNet)."""
+
+    def __init__(self, base, data_cfg) -> None:
+        self.base, self.skip = base, data_cfg.skip_corrupt
+        size = data_cfg.image_size
+        ops = [T.Resize(round(size / 0.875)), T.CenterCrop(size)] if data_cfg.imagenet_style else [T.CenterCrop(size)]
+        self.transform = T.Compose([*ops, T.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        try:
+            img, label = self.base.load(i)
+        except OSError:
+            if self.skip:
+                return CORRUPT
+            raise
+        return self.transform(img), label, i
+
+
+def collate(items: list):
+    """Stack a batch, dropping skipped (corrupt) items; returns ``(tensors..., n_skipped)``."""
+    good = [it for it in items if it is not CORRUPT]
+    skipped = len(items) - len(good)
+    if not good:
+        return None, skipped
+    cols = list(zip(*good))
+    out = [torch.stack(c) if isinstance(c[0], torch.Tensor) else torch.tensor(c) for c in cols]
+    return out, skipped
+
+
+def limit(ds: Dataset, n: int) -> Dataset:
+    """``n`` evenly spaced items (so a class-sorted set keeps every class); 0 = all."""
+    if not n or n >= len(ds):
+        return ds
+    return torch.utils.data.Subset(ds, [i * len(ds) // n for i in range(n)])
+
+
+def build_datasets(cfg):
+    """``(train, val, classes)`` for a :class:`~classification.schema.ClsConfig`."""
+    train_base = base_dataset(cfg.data, cfg.data.train_split)
+    val_base = base_dataset(cfg.data, cfg.data.val_split)
+    if len(train_base.classes) != cfg.model.num_classes:
+        raise ValueError(f"model.num_classes is {cfg.model.num_classes} but the data has {len(train_base.classes)} "
+                         f"classes ({cfg.data.root or cfg.data.dataset})")
+    train = limit(TrainView(train_base, cfg.data, cfg.aug), cfg.data.limit_train)
+    val = limit(EvalView(val_base, cfg.data), cfg.data.limit_val)
+    return train, val, train_base.classes

@@ -1,0 +1,257 @@
+"""The training loop: one ``Trainer`` for every classification recipe (CIFAR, ImageNet, any method).
+
+``Trainer(cfg).fit()`` trains with torchrun-style DDP (one process per device; a single process
+without torchrun), AMP, the method's device-side KeepAugment step, an optional early head, per-epoch
+evaluation, CSV / TensorBoard logs and an atomic checkpoint every epoch; ``resume=True`` continues
+exactly from the last one. Hooks (objects with ``after_step(trainer, indices)`` and/or
+``after_epoch(trainer, epoch)``) observe the run without changing it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from core import EarlyHead
+from core.saliency import unwrap_model
+
+from .augment import batch_augment, plan
+from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .config import save_config, to_dict
+from .data import build_datasets, collate
+from .distributed import all_reduce_sum, barrier, init_distributed
+from .metrics import RunLog, topk_correct
+from .models import create_model, early_hook_point
+
+
+class TrainModule(nn.Module):
+    """Backbone plus optional early head, so DDP synchronises both."""
+
+    def __init__(self, backbone: nn.Module, head: EarlyHead | None) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor):
+        logits = self.backbone(x)
+        return logits, (self.head() if self.head is not None else None)
+
+
+def lr_lambda(optim_cfg, epochs: int, steps_per_epoch: int):
+    """Per-step multiplier: linear warmup, then cosine to 0 or step decay at epoch milestones."""
+    warm, total = optim_cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if optim_cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        epoch = step // steps_per_epoch
+        return optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)
+
+    return f
+
+
+class Trainer:
+    def __init__(self, cfg, hooks: tuple = ()) -> None:
+        self.cfg, self.hooks = cfg, list(hooks)
+        self.info = init_distributed(cfg.train.device)
+        self.device, self.out = self.info.device, Path(cfg.train.output_dir)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.backbone = create_model(cfg.model.name, cfg.model.num_classes, **cfg.model.kwargs).to(self.device)
+        self.head = None
+        if cfg.aug.early_head:
+            at = cfg.aug.early_head_at or early_hook_point(self.backbone)
+            self.head = EarlyHead(self.backbone, at, cfg.model.num_classes, weight=cfg.aug.early_head_weight)
+            self.head.to(self.device)
+        self.net = TrainModule(self.backbone, self.head)
+        if cfg.model.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # per-rank streams from here on
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1000 * self.info.rank + 1)
+        self.keep = batch_augment(cfg.aug, cfg.model.num_classes, self.head)
+        self.pair = plan(cfg.aug.method).pair
+        self.train_set, self.val_set, self.classes = build_datasets(cfg)
+        self.sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
+                                          seed=cfg.train.seed, drop_last=self.info.distributed)
+        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
+                                 collate_fn=collate, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=cfg.data.workers > 0)
+        shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
+        self.val_loader = DataLoader(shard, cfg.data.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
+        self.steps_per_epoch = len(self.loader)
+        if cfg.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+        lr = cfg.optim.lr
+        if cfg.optim.lr_reference_batch:
+            lr *= cfg.data.batch_size * self.info.world_size / cfg.optim.lr_reference_batch
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=cfg.optim.momentum,
+                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.optim, cfg.train.epochs, self.steps_per_epoch))
+        self.amp_dtype = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.model = self.net
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.forward = torch.compile(self.model) if cfg.model.compile else self.model
+        self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
+        self.epoch, self.step, self.best_top1 = 0, 0, 0.0
+        self.log = RunLog(self.out, self.info.is_main, cfg.train.tensorboard)
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.model.channels_last else x
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def train_step(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns (loss, number of top-1 hits on the original labels)."""
+        if self.pair:
+            clean, augmented, y, _ = tensors
+            x, x_aug = self.normalize(clean), self.normalize(augmented)
+        else:
+            image, y, _ = tensors
+            x, x_aug = self.normalize(image), None
+        y = y.to(self.device, non_blocking=True)
+        inputs, target = x, y
+        if self.keep is not None:
+            with self.autocast():
+                out = self.keep(unwrap_model(self.model).backbone, x, y, x_aug=x_aug, generator=self.generator)
+            inputs, target = out.x, out.target
+        with self.autocast():
+            logits, aux = self.forward(inputs)
+            loss = F.cross_entropy(logits.float(), target)
+            if aux is not None:
+                loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.net.eval()
+        stats = torch.zeros(3, device=self.device)  # top1, top5, count
+        for tensors, _ in self.val_loader:
+            if tensors is None:
+                continue
+            x, y = self.normalize(tensors[0]), tensors[1].to(self.device)
+            with self.autocast():
+                logits = self.backbone(x)
+            stats[:2] += topk_correct(logits.float(), y)
+            stats[2] += len(y)
+        self.net.train()
+        top1, top5, n = all_reduce_sum(stats, self.info).tolist()
+        return {"val_top1": 100 * top1 / max(n, 1), "val_top5": 100 * top5 / max(n, 1)}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        states = [None] * self.info.world_size
+        mine = rng_state(self.generator)
+        if self.info.distributed:
+            torch.distributed.all_gather_object(states, mine)
+        else:
+            states = [mine]
+        return {"model": self.backbone.state_dict(), "aux_head": self.head.state_dict() if self.head else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step, "rng": states,
+                "best_top1": self.best_top1, "config": to_dict(self.cfg), "model_name": self.cfg.model.name}
+
+    def save(self) -> None:
+        state = self.state()  # collective: every rank takes part
+        if self.info.is_main:
+            atomic_save(state, self.out / "last.pt")
+        barrier(self.info)
+
+    def resume(self, path: str | Path | None = None) -> None:
+        ckpt = load_checkpoint(path or self.out / "last.pt")
+        self.backbone.load_state_dict(ckpt["model"])
+        if self.head is not None:
+            if ckpt.get("aux_head") is None:
+                raise ValueError("the checkpoint has no early head but aug.early_head is on")
+            self.head.load_state_dict(ckpt["aux_head"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step, self.best_top1 = ckpt["epoch"], ckpt["step"], ckpt["best_top1"]
+        if len(ckpt["rng"]) != self.info.world_size:
+            raise ValueError(f"checkpoint was written by {len(ckpt['rng'])} processes, resuming with "
+                             f"{self.info.world_size}: an exact resume needs the same number")
+        set_rng_state(ckpt["rng"][self.info.rank], self.generator)
+        self.log.truncate_after(self.epoch)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        if resume:
+            self.resume()
+        if self.info.is_main:
+            save_config(self.cfg, self.out / "config.yaml")
+        metrics: dict = {}
+        self.net.train()
+        while self.epoch < self.cfg.train.epochs:
+            metrics = self.train_epoch()
+            self.epoch += 1
+            if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
+                metrics.update(self.evaluate())
+                self.best_top1 = max(self.best_top1, metrics["val_top1"])
+            self.save()
+            self.log.epoch({"epoch": self.epoch, **metrics})
+            for h in self.hooks:
+                getattr(h, "after_epoch", lambda *a: None)(self, self.epoch)
+            if self.cfg.train.stop_after_epoch and self.epoch >= self.cfg.train.stop_after_epoch:
+                break
+        self.log.close()
+        return metrics
+
+    def train_epoch(self) -> dict:
+        self.sampler.set_epoch(self.epoch)
+        totals = torch.zeros(3, device=self.device)  # loss sum, hits, images
+        skipped, t0 = 0, time.perf_counter()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
+                   disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+        for i, (tensors, n_skipped) in enumerate(self.loader):
+            if i >= self.steps_per_epoch:
+                break
+            skipped += n_skipped
+            if tensors is None:
+                continue
+            loss, hits = self.train_step(tensors)
+            n = len(tensors[-1])
+            checked = all_reduce_sum(torch.stack([loss * n, hits.float(), loss.new_tensor(float(n))]), self.info)
+            if not torch.isfinite(checked[0]):
+                raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, "
+                                         f"batch {i + 1}); stopping - the last good checkpoint is {self.out / 'last.pt'}")
+            self.step += 1
+            totals += checked
+            for h in self.hooks:
+                getattr(h, "after_step", lambda *a: None)(self, tensors[-1])
+            if bar.n % 10 == 0 or bar.n + 1 == self.steps_per_epoch:
+                loss_avg, acc = (totals[0] / totals[2]).item(), (100 * totals[1] / totals[2]).item()
+                rate = totals[2].item() / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc:.1f}", img_s=f"{rate:.0f}")
+                self.log.scalar("train/loss", loss.item(), self.step)
+            bar.update()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        skipped = int(all_reduce_sum(torch.tensor(skipped, device=self.device), self.info).item())
+        if skipped and self.info.is_main:
+            print(f"epoch {self.epoch + 1}: skipped {skipped} unreadable image(s)")
+        loss_sum, hits, n = totals.tolist()
+        return {"train_loss": loss_sum / max(n, 1), "train_top1": 100 * hits / max(n, 1),
+                "lr": self.optimizer.param_groups[0]["lr"], "img_s": n / seconds, "seconds": seconds,
+                "skipped": skipped}

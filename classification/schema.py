@@ -1,0 +1,118 @@
+"""The classification config tree (defaults = the CIFAR-10 Cutout recipe of the KeepAugment paper)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .augment import METHODS
+
+CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]  # Cutout / CutMix-PyTorch CIFAR normalisation
+CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifar_resnet18"  # a name of classification.models, or "timm:<name>"
+    num_classes: int = 10
+    kwargs: dict = field(default_factory=dict)  # extra constructor arguments (e.g. width, dropout)
+    channels_last: bool = False  # CUDA
+    compile: bool = False  # torch.compile the training forward
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"  # cifar10 (torchvision format or ImageFolder layout) | imagefolder | sample
+    root: str = ""
+    download: bool = False  # torchvision download of CIFAR-10 (needs internet)
+    train_split: str = "train"
+    val_split: str = "test"  # "val" for ImageNet
+    image_size: int = 32
+    pad: int = 4  # CIFAR random crop padding
+    imagenet_style: bool = False  # RandomResizedCrop + ColorJitter 0.4 + PCA lighting; val Resize + CenterCrop
+    batch_size: int = 128  # per process
+    workers: int = 4
+    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
+    skip_corrupt: bool = False  # skip unreadable images (counted per epoch) instead of stopping
+    limit_train: int = 0  # N evenly spaced train images only (tests, presets); 0 = all
+    limit_val: int = 0
+
+    def validate(self) -> None:
+        if self.dataset not in ("cifar10", "imagefolder", "sample"):
+            raise ValueError(f"data.dataset must be cifar10, imagefolder or sample, got {self.dataset!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("data.mean and data.std need 3 values")
+
+
+@dataclass
+class AugConfig:
+    method: str = "cutout"
+    length: int = 16  # Cutout length = cut / paste region side
+    tau: float = 0.6
+    low_res: bool = False
+    low_res_factor: float = 0.5
+    early_head: bool = False  # auxiliary head + loss; with a keep method, saliency from it
+    early_head_at: str = ""  # hook point; "" = the model's first block
+    early_head_weight: float = 0.3
+    saliency_target: str = "label"  # label | max_logit
+    saliency_dtype: str = ""  # "" | bfloat16 | float16: autocast dtype of the saliency pass
+    autoaugment_policy: str = "cifar10"  # cifar10 | imagenet | svhn (torchvision policies)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    cutmix_beta: float = 1.0
+    cutmix_prob: float = 1.0
+    erasing_prob: float = 0.5
+    erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
+    erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 1 / 0.3])
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"aug.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.saliency_dtype not in ("", "bfloat16", "float16"):
+            raise ValueError(f"aug.saliency_dtype must be '', 'bfloat16' or 'float16', got {self.saliency_dtype!r}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_reference_batch: int = 0  # > 0: lr is scaled by global batch / this (linear scaling rule)
+    schedule: str = "cosine"  # cosine | multistep
+    milestones: list[int] = field(default_factory=list)  # epochs, for multistep
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        if self.schedule not in ("cosine", "multistep"):
+            raise ValueError(f"optim.schedule must be cosine or multistep, got {self.schedule!r}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    seed: int = 0
+    device: str = ""  # "" = cuda if available, else cpu
+    amp: str = ""  # "" | bf16 | fp16
+    deterministic: bool = False
+    output_dir: str = "runs/cls"
+    eval_every: int = 1
+    max_steps_per_epoch: int = 0  # 0 = the whole epoch
+    stop_after_epoch: int = 0  # end this process after that epoch (time-limited jobs; resume later)
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.amp not in ("", "bf16", "fp16"):
+            raise ValueError(f"train.amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
+
+
+@dataclass
+class ClsConfig:
+    source: str = ""  # where the recipe's numbers come from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,59 @@
+"""Train a classification backbone with a KeepAugment recipe.
+
+    python tools/train_cls.py classification/configs/cifar10/resnet18_keep_cutout.yaml data.root=/data/cifar10
+    torchrun --nproc_per_node 8 tools/train_cls.py CONFIG [key=value ...] [--resume]
+    python tools/train_cls.py CONFIG --eval-only --checkpoint runs/x/last.pt
+    python tools/train_cls.py --export runs/x/last.pt --out backbone.pth [--with-classifier]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from classification.config import ConfigError, load_config
+from classification.engine import Trainer
+from classification.export import export_backbone
+from classification.schema import ClsConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("config", nargs="?", help="YAML config (see classification/configs)")
+    ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pt")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint and print JSON")
+    ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
+    ap.add_argument("--export", metavar="CKPT", help="export the backbone of a training checkpoint")
+    ap.add_argument("--out", help="output path of --export")
+    ap.add_argument("--with-classifier", action="store_true", help="keep the classifier in the export")
+    args = ap.parse_args(argv)
+    if args.export:
+        if not args.out:
+            ap.error("--export needs --out")
+        print(json.dumps(export_backbone(args.export, args.out, args.with_classifier), indent=2))
+        return 0
+    if not args.config:
+        ap.error("a config file is required")
+    try:
+        cfg = load_config(ClsConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    trainer = Trainer(cfg)
+    if args.eval_only:
+        if not args.checkpoint:
+            ap.error("--eval-only needs --checkpoint")
+        trainer.resume(args.checkpoint)
+        print(json.dumps(trainer.evaluate()))
+        return 0
+    metrics = trainer.fit(resume=args.resume)
+    if trainer.info.is_main:
+        print(json.dumps({"epoch": trainer.epoch, **metrics}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
