@@ -51,7 +51,8 @@ def image_transform(aug_cfg) -> T.Compose | None:
     op = plan(aug_cfg.method).image_op
     if op == "autoaugment":
         if aug_cfg.autoaugment_policy not in _POLICIES:
-            raise ValueError(f"aug.autoaugment_policy must be one of {sorted(_POLICIES)}, got {aug_cfg.autoaugment_policy!r}")
+            raise ValueError(f"aug.autoaugment_policy must be one of {sorted(_POLICIES)}, "
+                             f"got {aug_cfg.autoaugment_policy!r}")
         return T.AutoAugment(_POLICIES[aug_cfg.autoaugment_policy])
     if op == "randaugment":
         return T.RandAugment(aug_cfg.randaugment_ops, aug_cfg.randaugment_magnitude)

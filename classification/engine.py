@@ -82,9 +82,9 @@ class Trainer:
         self.train_set, self.val_set, self.classes = build_datasets(cfg)
         self.sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
                                           seed=cfg.train.seed, drop_last=self.info.distributed)
-        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler, num_workers=cfg.data.workers,
-                                 collate_fn=collate, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=cfg.data.workers > 0)
+        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.data.workers, collate_fn=collate,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
         shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
         self.val_loader = DataLoader(shard, cfg.data.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
         self.steps_per_epoch = len(self.loader)
@@ -234,8 +234,9 @@ class Trainer:
             n = len(tensors[-1])
             checked = all_reduce_sum(torch.stack([loss * n, hits.float(), loss.new_tensor(float(n))]), self.info)
             if not torch.isfinite(checked[0]):
+                last = self.out / "last.pt"
                 raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, "
-                                         f"batch {i + 1}); stopping - the last good checkpoint is {self.out / 'last.pt'}")
+                                         f"batch {i + 1}); stopping; the last good checkpoint is {last}")
             self.step += 1
             totals += checked
             for h in self.hooks:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from .checkpoint import atomic_save, load_checkpoint
 
 

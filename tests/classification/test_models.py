@@ -43,7 +43,7 @@ def test_shakedrop_network_small_forward():
 
 def test_timm_by_name_and_unknown_name():
     model = create_model("timm:resnet10t", num_classes=7)
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     assert early_hook_point(model) == "layer1"
     with pytest.raises(ValueError, match="unknown model"):
         create_model("resnet9000")

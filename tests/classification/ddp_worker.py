@@ -1,0 +1,37 @@
+"""Run by tests/classification/test_ddp.py under torchrun: trains briefly and records, per rank, a
+digest of the weights after every step, the sample indices seen, and which files the rank wrote."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import classification.engine as engine
+from classification.config import load_config
+from classification.schema import ClsConfig
+
+
+class Record:
+    def __init__(self):
+        self.steps = []
+
+    def after_step(self, trainer, indices):
+        blob = b"".join(p.detach().cpu().numpy().tobytes() for p in trainer.net.parameters())
+        self.steps.append({"epoch": trainer.epoch, "step": trainer.step, "digest": hashlib.sha256(blob).hexdigest(),
+                           "indices": indices.tolist()})
+
+
+def main():
+    config, out_dir, *overrides = sys.argv[1:]
+    saves = []
+    original = engine.atomic_save
+    engine.atomic_save = lambda obj, path: (saves.append(str(path)), original(obj, path))[1]
+    trainer = engine.Trainer(load_config(ClsConfig, config, overrides), hooks=[record := Record()])
+    trainer.fit()
+    result = {"rank": trainer.info.rank, "world": trainer.info.world_size, "steps": record.steps, "saves": saves,
+              "log_enabled": trainer.log.enabled, "keep_seed": trainer.generator.initial_seed()}
+    Path(out_dir, f"rank{trainer.info.rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Fixed-budget CIFAR-10 comparison (a benchmark, not a test): Cutout vs KeepCutout at lengths 16 and
+24, and RandAugment vs KeepRandAugment, over n seeds. Reports mean ± std test top-1, training images/s
+and the keep overhead (seconds per epoch relative to the non-keep arm) as a table and JSON.
+
+    python tools/bench_cifar.py --data ../shared/data/cifar10-jpeg.tar.gz --preset cpu    # < 1 h, 2 cores
+    python tools/bench_cifar.py --data /data/cifar10 --preset gpu                           # one H100
+
+``--data`` is a CIFAR-10 folder (torchvision format or ImageFolder layout) or the JPEG archive, which is
+extracted once into ``--cache``. Extra ``key=value`` arguments override every arm's config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tarfile
+from pathlib import Path
+
+import torch
+
+from classification.config import load_config
+from classification.engine import Trainer
+from classification.schema import ClsConfig
+
+BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "cifar10" / "base.yaml"
+ARMS = {
+    "cutout16": ["aug.method=cutout", "aug.length=16"],
+    "keep_cutout16": ["aug.method=keep_cutout", "aug.length=16"],
+    "cutout24": ["aug.method=cutout", "aug.length=24"],
+    "keep_cutout24": ["aug.method=keep_cutout", "aug.length=24"],
+    "randaugment": ["aug.method=randaugment", "aug.length=16"],
+    "keep_randaugment": ["aug.method=keep_randaugment", "aug.length=16"],
+}
+PAIRS = {"keep_cutout16": "cutout16", "keep_cutout24": "cutout24", "keep_randaugment": "randaugment"}
+PRESETS = {
+    # 2 CPU cores: a width-16 ResNet-18 on 10,000 evenly spaced train images, 4 epochs, 2 seeds
+    "cpu": dict(seeds=2, overrides=["model.kwargs={width: 16}", "data.limit_train=10000", "data.batch_size=128",
+                                    "data.workers=0", "train.epochs=4", "optim.lr=0.1", "train.device=cpu"]),
+    # one H100: the paper's ResNet-18 on all 50,000 images, 30 epochs, bf16, channels_last
+    "gpu": dict(seeds=1, overrides=["data.workers=8", "train.epochs=30", "train.amp=bf16",
+                                    "model.channels_last=true", "train.device=cuda"]),
+}
+
+
+def cifar_root(data: str, cache: str) -> Path:
+    path = Path(data)
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise SystemExit(f"--data {data}: neither a CIFAR-10 folder nor an archive")
+    out = Path(cache)
+    marker = out / ".extracted"
+    if not marker.exists():
+        print(f"extracting {path} into {out} ...", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as tar:
+            tar.extractall(out, filter="data")
+        marker.touch()
+    roots = [p.parent for p in out.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
+    if not roots:
+        raise SystemExit(f"{path} has no train/ and test/ folders")
+    return roots[0]
+
+
+def run_arm(name: str, seed: int, root: Path, overrides: list[str], out_dir: Path) -> dict:
+    cfg = load_config(ClsConfig, BASE, [f"data.root={root}", "data.dataset=cifar10", *overrides, *ARMS[name],
+                                        f"train.seed={seed}", f"train.output_dir={out_dir / f'{name}_s{seed}'}",
+                                        "train.tensorboard=false"])
+    trainer = Trainer(cfg)
+    metrics = trainer.fit()
+    rows = (trainer.out / "metrics.csv").read_text().splitlines()[1:]
+    seconds = [float(r.split(",")[5]) for r in rows]
+    return {"top1": metrics["val_top1"], "img_s": metrics["img_s"], "sec_per_epoch": statistics.median(seconds)}
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="CIFAR-10 folder or the JPEG archive")
+    ap.add_argument("--cache", default="data/cifar10-jpeg", help="where an archive is extracted")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--out", default="outputs/bench_cifar")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
+    args = ap.parse_args()
+    preset = PRESETS[args.preset]
+    root = cifar_root(args.data, args.cache)
+    out = Path(args.out)
+    results: dict[str, list[dict]] = {}
+    for seed in range(args.seeds or preset["seeds"]):
+        for arm in args.arms:
+            print(f"== {arm}, seed {seed}", flush=True)
+            results.setdefault(arm, []).append(run_arm(arm, seed, root, [*preset["overrides"], *args.overrides], out))
+    cpu = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name() if args.preset == "gpu" else cpu
+    rows = []
+    for arm, runs in results.items():
+        base = PAIRS.get(arm)
+        overhead = (statistics.mean(r["sec_per_epoch"] for r in runs) /
+                    statistics.mean(r["sec_per_epoch"] for r in results[base])) if base in results else None
+        rows.append({"arm": arm, "top1": mean_std([r["top1"] for r in runs]),
+                     "img_s": round(statistics.mean(r["img_s"] for r in runs)),
+                     "keep_overhead": f"{overhead:.2f}x" if overhead else "-", "runs": runs})
+    print(f"\n# bench_cifar, preset {args.preset}, {device}\n\n| arm | test top-1 (%) | train img/s | keep overhead |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['arm']} | {r['top1']} | {r['img_s']} | {r['keep_overhead']} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cifar.json").write_text(json.dumps({"preset": args.preset, "device": device,
+                                                      "overrides": preset["overrides"] + args.overrides,
+                                                      "results": rows}, indent=2))
+    print(f"\nwrote {out / 'bench_cifar.json'}")
+
+
+if __name__ == "__main__":
+    main()
