@@ -33,7 +33,11 @@ class ArrayImages(Dataset):
         return len(self.labels)
 
     def load(self, i: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[i]), self.labels[i]
+        return self.load_image(i), self.labels[i]
+
+    def load_image(self, i: int) -> Image.Image:
+        """The image alone: its label is not read."""
+        return Image.fromarray(self.images[i])
 
 
 class FolderImages(Dataset):
@@ -42,15 +46,20 @@ class FolderImages(Dataset):
     def __init__(self, root: Path) -> None:
         self.folder = datasets.ImageFolder(str(root), loader=lambda p: p)
         self.classes = self.folder.classes
+        self.labels = [y for _, y in self.folder.samples]
 
     def __len__(self) -> int:
         return len(self.folder.samples)
 
     def load(self, i: int) -> tuple[Image.Image, int]:
-        path, label = self.folder.samples[i]
+        return self.load_image(i), self.labels[i]
+
+    def load_image(self, i: int) -> Image.Image:
+        """The image alone: its label is not read."""
+        path = self.folder.samples[i][0]
         try:
             with Image.open(path) as img:
-                return img.convert("RGB"), label
+                return img.convert("RGB")
         except Exception as err:  # noqa: BLE001 - re-raised with the file name
             raise OSError(f"cannot read image {path}: {err}") from err
 

@@ -46,12 +46,13 @@ class TrainModule(nn.Module):
 def lr_lambda(optim_cfg, epochs: int, steps_per_epoch: int):
     """Per-step multiplier: linear warmup, then cosine to 0 or step decay at epoch milestones."""
     warm, total = optim_cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+    floor = optim_cfg.min_lr_ratio
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         if optim_cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
         epoch = step // steps_per_epoch
         return optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)
 
@@ -79,17 +80,9 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1000 * self.info.rank + 1)
         self.keep = batch_augment(cfg.aug, cfg.model.num_classes, self.head)
         self.pair = plan(cfg.aug.method).pair
-        self.train_set, self.val_set, self.classes = build_datasets(cfg)
-        self.sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
-                                          seed=cfg.train.seed, drop_last=self.info.distributed)
-        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.workers, collate_fn=collate,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
+        self.steps_per_epoch = self.build_data()
         shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
         self.val_loader = DataLoader(shard, cfg.data.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
-        self.steps_per_epoch = len(self.loader)
-        if cfg.train.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
         lr = cfg.optim.lr
         if cfg.optim.lr_reference_batch:
             lr *= cfg.data.batch_size * self.info.world_size / cfg.optim.lr_reference_batch
@@ -110,6 +103,18 @@ class Trainer:
         self.log = RunLog(self.out, self.info.is_main, cfg.train.tensorboard)
 
     # -- pieces ------------------------------------------------------------------------------------
+    def build_data(self) -> int:
+        """Datasets and the train loader; returns the number of steps per epoch."""
+        cfg = self.cfg
+        self.train_set, self.val_set, self.classes = build_datasets(cfg)
+        self.sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
+                                          seed=cfg.train.seed, drop_last=self.info.distributed)
+        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.data.workers, collate_fn=collate,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
+        steps = len(self.loader)
+        return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.model.channels_last else x

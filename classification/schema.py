@@ -83,6 +83,7 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=list)  # epochs, for multistep
     gamma: float = 0.1
     warmup_epochs: int = 0
+    min_lr_ratio: float = 0.0  # cosine ends at lr * this (UDA: 0.004)
 
     def validate(self) -> None:
         if self.schedule not in ("cosine", "multistep"):

@@ -22,6 +22,7 @@ from torch import nn
 from . import ops
 from ._checks import check_batch, check_images, check_range, check_tau
 from .policy import random_boxes, selective_boxes
+from .regions import as_sizes
 from .saliency import TARGETS, saliency_map
 from .sampling import sample_cutmix_sizes, sample_erasing_sizes
 
@@ -123,9 +124,8 @@ class KeepAugment:
         if self.op == "cutmix":
             return sample_cutmix_sizes(b, h, w, self.cutmix_beta, self.p, generator, x.device)
         if self.p < 1.0:
-            size = self.size if isinstance(self.size, tuple) else (self.size, self.size)
             keep = torch.rand(b, generator=generator, device=x.device) < self.p
-            return torch.tensor(size, device=x.device).expand(b, 2) * keep[:, None]
+            return as_sizes(self.size, b, x.device) * keep[:, None]
         return self.size
 
     def saliency(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -37,11 +37,18 @@ def box_area_fraction(boxes: torch.Tensor, height: int, width: int) -> torch.Ten
 
 
 def _fill_tensor(fill, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or per-channel fill as a ``(1, C, 1, 1)`` tensor of ``x``'s dtype and device."""
-    t = torch.as_tensor(fill, dtype=torch.float32, device=x.device).flatten()
-    if t.numel() not in (1, x.shape[1]):
-        raise ValueError(f"fill must be a scalar or have one value per channel ({x.shape[1]}), got {t.numel()}")
-    return t.view(1, -1, 1, 1).to(x.dtype)
+    """A scalar or per-channel fill as a ``(1, C, 1, 1)`` tensor of ``x``'s dtype and device, built with
+    fill kernels (no blocking host-to-device copy of Python values)."""
+    if isinstance(fill, torch.Tensor):
+        values = fill.to(device=x.device, dtype=torch.float32).flatten()
+    else:
+        seq = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
+        values = torch.empty(len(seq), device=x.device)
+        for i, v in enumerate(seq):
+            values[i] = v
+    if values.numel() not in (1, x.shape[1]):
+        raise ValueError(f"fill must be a scalar or have one value per channel ({x.shape[1]}), got {values.numel()}")
+    return values.view(1, -1, 1, 1).to(x.dtype)
 
 
 def cutout(x: torch.Tensor, boxes: torch.Tensor, fill: float | Sequence[float] | torch.Tensor = 0.0) -> torch.Tensor:

@@ -41,7 +41,9 @@ def as_sizes(size, batch: int, device: torch.device) -> torch.Tensor:
         raise ValueError(f"size must be an int, an (h, w) pair of ints or a (B, 2) tensor, got {size!r}")
     if min(size) < 0:
         raise ValueError(f"size must be non-negative, got {size!r}")
-    return torch.tensor(size, device=device, dtype=torch.long).expand(batch, 2)
+    out = torch.empty(batch, 2, device=device, dtype=torch.long)  # filled by kernels: no host-to-device copy
+    out[:, 0], out[:, 1] = size[0], size[1]
+    return out
 
 
 def check_sizes_fit(size, height: int, width: int) -> None:

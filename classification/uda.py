@@ -1,0 +1,175 @@
+"""UDA with RandAugment or KeepRandAugment (KeepAugment Table 7): a :class:`~classification.engine.Trainer`
+whose epoch is a round of ``train.max_steps_per_epoch`` steps over two infinite streams, a labelled batch
+and ``uda.unsup_ratio`` times as many unlabelled images, each as (clean, strong) views of one crop/flip.
+
+Loss = CE(labelled) (optionally with TSA) + ``uda.coeff`` * UDA consistency (see :mod:`classification.semi`).
+With ``aug.method=keep_randaugment`` the strong view gets a high-saliency region of the clean view pasted
+back, the saliency taken from the **max logit** (no labels) of the model being trained.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm import tqdm
+
+from .data import CORRUPT, EvalView, TrainView, base_dataset, collate, limit
+from .distributed import all_reduce_sum
+from .engine import Trainer
+from .schema import ClsConfig
+from .semi import labelled_split, load_split, save_split, supervised_loss, tsa_threshold, uda_consistency
+
+
+@dataclass
+class UDAConfig:
+    labels: int = 4000  # labelled images, balanced over classes
+    split_seed: int = 0
+    unsup_ratio: int = 5  # unlabelled batch = unsup_ratio x data.batch_size
+    temperature: float = 0.4  # sharpening of the clean prediction (<= 0: off)
+    threshold: float = 0.8  # confidence mask on the clean prediction (< 0: off)
+    coeff: float = 1.0
+    tsa: str = ""  # "" | linear_schedule | exp_schedule | log_schedule
+
+
+@dataclass
+class SemiConfig(ClsConfig):
+    uda: UDAConfig = field(default_factory=UDAConfig)
+
+    def validate(self) -> None:
+        if self.aug.method not in ("randaugment", "keep_randaugment"):
+            raise ValueError(f"aug.method must be randaugment or keep_randaugment for UDA, got {self.aug.method!r}")
+        if self.aug.method.startswith("keep_") and self.aug.saliency_target != "max_logit":
+            raise ValueError("aug.saliency_target must be max_logit for UDA: unlabelled images have no label")
+
+
+class UnlabelledView(Dataset):
+    """Unlabelled images as (clean, strong) pairs; reads the image only, never its label."""
+
+    def __init__(self, view: TrainView, indices: list[int]) -> None:
+        self.view, self.indices = view, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        try:
+            img = self.view.base.load_image(i)
+        except OSError:
+            if self.view.skip:
+                return CORRUPT
+            raise
+        clean = self.view.geometric(img)
+        return self.view.to_tensor(clean), self.view.to_tensor(self.view.image_op(clean)), i
+
+
+class StepSampler(Sampler[int]):
+    """Infinite index stream from ``start_step`` on: pass k is a seeded permutation of the dataset, each
+    rank takes every world-th index of it, batches are consecutive. Restart-exact: the stream for a step
+    depends only on (seed, step)."""
+
+    def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start_step: int) -> None:
+        self.n, self.batch, self.rank, self.world, self.seed, self.start = n, batch, rank, world, seed, start_step
+        self.per_rank = n // world
+        if self.per_rank < 1:
+            raise ValueError(f"{n} images cannot be shared by {world} processes")
+
+    def __iter__(self):
+        pos = self.start * self.batch  # position in this rank's stream
+        while True:
+            k, offset = divmod(pos, self.per_rank)
+            g = torch.Generator().manual_seed(self.seed * 100_003 + k)
+            mine = torch.randperm(self.n, generator=g)[self.rank::self.world][: self.per_rank].tolist()
+            for i in mine[offset:]:
+                yield i
+            pos = (k + 1) * self.per_rank
+
+
+class UDATrainer(Trainer):
+    def build_data(self) -> int:
+        cfg = self.cfg
+        base = base_dataset(cfg.data, cfg.data.train_split)
+        split_file = self.out / "split.json"
+        if split_file.is_file():
+            labelled = load_split(split_file)
+        else:
+            labelled, _ = labelled_split(base.labels, cfg.uda.labels, cfg.model.num_classes, cfg.uda.split_seed)
+        chosen = set(labelled)
+        unlabelled = [i for i in range(len(base)) if i not in chosen]
+        if self.info.is_main and not split_file.is_file():
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_split(split_file, labelled, unlabelled, cfg.uda.split_seed)
+        sup_aug = type(cfg.aug)(**{**cfg.aug.__dict__, "method": "none"})
+        self.labelled_set = Subset(TrainView(base, cfg.data, sup_aug), labelled)
+        self.unlabelled_set = UnlabelledView(TrainView(base, cfg.data, cfg.aug), unlabelled)
+        self.train_set = self.labelled_set
+        val_base = base_dataset(cfg.data, cfg.data.val_split)
+        self.val_set, self.classes = limit(EvalView(val_base, cfg.data), cfg.data.limit_val), val_base.classes
+        if not cfg.train.max_steps_per_epoch:
+            raise ValueError("train.max_steps_per_epoch sets the UDA round length (steps between evaluations)")
+        return cfg.train.max_steps_per_epoch
+
+    def loaders(self):
+        cfg, b = self.cfg, self.cfg.data.batch_size
+        w, r, seed = self.info.world_size, self.info.rank, cfg.train.seed
+        sup = DataLoader(self.labelled_set, b, num_workers=cfg.data.workers, collate_fn=collate,
+                         sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
+        ub = b * cfg.uda.unsup_ratio
+        unsup = DataLoader(self.unlabelled_set, ub, num_workers=cfg.data.workers, collate_fn=collate,
+                           sampler=StepSampler(len(self.unlabelled_set), ub, r, w, seed + 1, self.step))
+        return zip(sup, unsup)
+
+    def uda_step(self, labelled: list[torch.Tensor], unlabelled: list[torch.Tensor]) -> torch.Tensor:
+        cfg = self.cfg
+        x_l, y = self.normalize(labelled[0]), labelled[1].to(self.device)
+        clean, strong = self.normalize(unlabelled[0]), self.normalize(unlabelled[1])
+        if self.keep is not None:
+            with self.autocast():
+                strong = self.keep(self.backbone, clean, None, x_aug=strong, generator=self.generator).x
+        total = cfg.train.epochs * self.steps_per_epoch
+        with self.autocast():
+            logits, _ = self.forward(torch.cat([x_l, clean, strong]))
+            n_l, n_u = len(x_l), len(clean)
+            sup = supervised_loss(logits[:n_l], y, tsa_threshold(cfg.uda.tsa, self.step, total, cfg.model.num_classes))
+            cons, mask_rate = uda_consistency(logits[n_l:n_l + n_u], logits[n_l + n_u:], cfg.uda.temperature,
+                                              cfg.uda.threshold)
+            loss = sup + cfg.uda.coeff * cons
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        hits = (logits[:n_l].argmax(1) == y).sum().float()
+        return torch.stack([loss.detach(), sup.detach(), cons.detach(), mask_rate, hits, y.new_tensor(n_l).float()])
+
+    def train_epoch(self) -> dict:
+        totals = torch.zeros(6, device=self.device)
+        t0 = time.perf_counter()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"round {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
+                   disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+        for i, ((lab, _), (unl, _)) in enumerate(self.loaders()):
+            if i >= self.steps_per_epoch:
+                break
+            stats = all_reduce_sum(self.uda_step(lab, unl), self.info) / self.info.world_size
+            if not torch.isfinite(stats[0]):
+                raise FloatingPointError(f"non-finite loss at step {self.step + 1}; stopping; the last good "
+                                         f"checkpoint is {self.out / 'last.pt'}")
+            self.step += 1
+            totals += stats
+            for h in self.hooks:
+                getattr(h, "after_step", lambda *a: None)(self, unl[-1])
+            if bar.n % 10 == 0:
+                avg = (totals / (i + 1)).tolist()
+                bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")
+            bar.update()
+        bar.close()
+        n = max(1, min(self.steps_per_epoch, bar.n))
+        loss, sup, cons, mask, hits, count = totals.tolist()
+        seconds = time.perf_counter() - t0
+        return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,
+                "train_top1": 100 * hits / max(count, 1), "lr": self.optimizer.param_groups[0]["lr"],
+                "img_s": n * self.cfg.data.batch_size * (1 + 2 * self.cfg.uda.unsup_ratio) / seconds,
+                "seconds": seconds}
