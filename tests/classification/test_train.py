@@ -1,5 +1,7 @@
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,13 @@ def test_short_run_per_method(method, tiny_cfg):
     assert (trainer.out / "config.yaml").is_file()
 
 
+def test_cpu_bf16_autocast_and_channels_last(tiny_cfg):
+    trainer = Trainer(tiny_cfg("aug.method=keep_cutmix", "train.amp=bf16", "model.channels_last=true",
+                               "aug.saliency_dtype=bfloat16"))
+    metrics = trainer.fit()
+    assert metrics["train_loss"] > 0 and trainer.step == 2
+
+
 def test_low_res_early_head_run_checkpoints_the_head(tiny_cfg):
     trainer = Trainer(tiny_cfg("aug.method=keep_cutout", "aug.low_res=true", "aug.early_head=true"))
     head_before = trainer.head.fc.weight.detach().clone()
@@ -42,11 +51,13 @@ def run_cli(*args):
     return out
 
 
-def test_resume_is_exact(tiny_overrides, tmp_path):
+def test_resume_after_a_kill_is_exact(tiny_overrides, tmp_path):
     common = [str(BASE), *tiny_overrides, "train.epochs=2", "aug.method=keep_cutout"]
     run_cli(*common, f"train.output_dir={tmp_path / 'full'}")
-    run_cli(*common, f"train.output_dir={tmp_path / 'cut'}", "train.stop_after_epoch=1")
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # the process ended after epoch 1
+    killed = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_worker.py")), *common,
+                             f"train.output_dir={tmp_path / 'cut'}"], capture_output=True, text=True, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # killed during epoch 2
     run_cli(*common, f"train.output_dir={tmp_path / 'cut'}", "--resume")
     full, resumed = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     assert resumed["epoch"] == full["epoch"] == 2 and resumed["step"] == full["step"]

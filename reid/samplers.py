@@ -1,0 +1,67 @@
+"""P x K identity sampler (BoT ``RandomIdentitySampler`` / fast-reid ``NaiveIdentitySampler``): every
+batch holds P identities with K images each (an identity with fewer than K images is sampled with
+replacement). Seeded per epoch, and DDP-aware: each rank takes a disjoint share of every epoch's
+batches."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.utils.data import Sampler
+
+
+class IdentitySampler(Sampler[int]):
+    def __init__(self, pids: list[int], p: int = 16, k: int = 4, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        if p < 1 or k < 1:
+            raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+        self.index: dict[int, list[int]] = defaultdict(list)
+        for i, pid in enumerate(pids):
+            self.index[pid].append(i)
+        if len(self.index) < p:
+            raise ValueError(f"P = {p} identities per batch but the data has only {len(self.index)}")
+        self.p, self.k, self.seed, self.rank, self.world, self.epoch = p, k, seed, rank, world, 0
+        self.pids = sorted(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the epoch (before sharding): every identity cut into groups of K images."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        groups = []
+        for pid in self.pids:
+            idx = self.index[pid]
+            if len(idx) < self.k:
+                pick = torch.randint(len(idx), (self.k,), generator=g).tolist()
+            else:
+                pick = torch.randperm(len(idx), generator=g).tolist()
+            chosen = [idx[j] for j in pick]
+            groups += [(pid, chosen[s:s + self.k]) for s in range(0, len(chosen) - self.k + 1, self.k)]
+        order = torch.randperm(len(groups), generator=g).tolist()
+        batches, current, used = [], [], set()
+        pending = [groups[o] for o in order]
+        while pending:  # greedily fill batches with P distinct identities
+            rest = []
+            for pid, grp in pending:
+                if pid in used:
+                    rest.append((pid, grp))
+                    continue
+                current += grp
+                used.add(pid)
+                if len(used) == self.p:
+                    batches.append(current)
+                    current, used = [], set()
+            if len(rest) == len(pending):
+                break
+            pending = rest
+        return batches
+
+    def __iter__(self):
+        mine = self.batches()
+        n = len(mine) // self.world
+        for b in mine[self.rank * n:(self.rank + 1) * n]:
+            yield from b
+
+    def __len__(self) -> int:
+        return len(self.batches()) // self.world * self.p * self.k

@@ -1,0 +1,77 @@
+"""Small-budget UDA comparison (a benchmark, not a test): RandAugment vs KeepRandAugment (max-logit,
+low-res saliency) as the strong augmentation of UDA on CIFAR-10, over n seeds; mean ± std test top-1,
+mask rate and images/s, as a table and JSON.
+
+    python tools/bench_uda.py --data ../shared/data/cifar10-jpeg.tar.gz --preset cpu   # reduced, 2 cores
+    python tools/bench_uda.py --data /data/cifar10 --preset gpu                         # WRN-28-2, one H100
+
+``--data`` is a CIFAR-10 folder or the JPEG archive (extracted once into ``--cache``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+from bench_cifar import cifar_root, mean_std
+
+from classification.config import load_config
+from classification.uda import SemiConfig, UDATrainer
+
+BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "uda" / "base.yaml"
+ARMS = {"randaugment": ["aug.method=randaugment"], "keep_randaugment": ["aug.method=keep_randaugment"]}
+PRESETS = {
+    # 2 CPU cores: narrow ResNet-18, 250 labels, labelled batch 16 + 2 x 32 unlabelled, 3 x 100 steps
+    "cpu": dict(seeds=2, overrides=[
+        "model.name=cifar_resnet18", "model.kwargs={width: 16}", "uda.labels=250", "data.batch_size=16",
+        "uda.unsup_ratio=2", "train.epochs=3", "train.max_steps_per_epoch=100", "data.workers=0",
+        "train.device=cpu", "data.limit_val=2000"]),
+    # one H100: WRN-28-2, 4,000 labels, the UDA batch (64 + 5 x 64), 5 x 1,000 steps
+    "gpu": dict(seeds=2, overrides=["uda.labels=4000", "train.epochs=5", "train.max_steps_per_epoch=1000",
+                                    "data.workers=8", "train.amp=bf16", "model.channels_last=true",
+                                    "train.device=cuda"]),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cache", default="data/cifar10-jpeg")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--out", default="outputs/bench_uda")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    preset = PRESETS[args.preset]
+    root, out = cifar_root(args.data, args.cache), Path(args.out)
+    results: dict[str, list[dict]] = {}
+    for seed in range(args.seeds or preset["seeds"]):
+        for arm, arm_overrides in ARMS.items():
+            print(f"== {arm}, seed {seed}", flush=True)
+            cfg = load_config(SemiConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
+                                                 *arm_overrides, f"train.seed={seed}", f"uda.split_seed={seed}",
+                                                 f"train.output_dir={out / f'{arm}_s{seed}'}",
+                                                 "train.tensorboard=false", "train.progress=false"])
+            metrics = UDATrainer(cfg).fit()
+            results.setdefault(arm, []).append({k: metrics[k] for k in ("val_top1", "mask_rate", "img_s")})
+    device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
+    print(f"\n# bench_uda, preset {args.preset}, {device}\n")
+    print("| arm | test top-1 (%) | mask rate | img/s |\n|---|---|---|---|")
+    rows = []
+    for arm, runs in results.items():
+        rows.append({"arm": arm, "top1": mean_std([r["val_top1"] for r in runs]),
+                     "mask_rate": round(statistics.mean(r["mask_rate"] for r in runs), 3),
+                     "img_s": round(statistics.mean(r["img_s"] for r in runs)), "runs": runs})
+        print(f"| {arm} | {rows[-1]['top1']} | {rows[-1]['mask_rate']} | {rows[-1]['img_s']} |")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"preset": args.preset, "device": device, "results": rows}
+    (out / "bench_uda.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out / 'bench_uda.json'}")
+
+
+if __name__ == "__main__":
+    main()
