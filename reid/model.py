@@ -1,0 +1,79 @@
+"""The Bag-of-Tricks re-ID network (Luo et al. 2019, reid-strong-baseline ``modeling/baseline.py``):
+a torchvision ResNet-50/101 with last stride 1, global average pooling -> f_t (triplet / center
+losses), BNNeck (BatchNorm1d, bias frozen) -> f_i, bias-free classifier (CE). Inference returns f_i.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+DEPTHS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50,
+          101: torchvision.models.resnet101}
+
+
+class BoTNet(nn.Module):
+    def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1) -> None:
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"model.depth must be one of {sorted(DEPTHS)}, got {depth}")
+        self.base = DEPTHS[depth](weights=None)
+        self.dim = self.base.fc.in_features  # 2048 (ResNet-50/101) or 512 (18/34)
+        self.base.fc = nn.Identity()
+        if last_stride == 1:
+            block = self.base.layer4[0]
+            (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+        self.bottleneck = nn.BatchNorm1d(self.dim)
+        self.bottleneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(self.dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f_t: the pooled backbone feature (before the BNNeck)."""
+        b = self.base
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        return torch.flatten(b.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor):
+        """Training: (logits, f_t). Eval: f_i (post-BN feature)."""
+        f_t = self.features(x)
+        f_i = self.bottleneck(f_t)
+        return (self.classifier(f_i), f_t) if self.training else f_i
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.bottleneck(self.features(x)))
+
+    def load_backbone(self, path: str | Path) -> dict:
+        """ImageNet weights in torchvision naming: a torchvision checkpoint or a backbone exported by
+        `classification` (``module.`` / ``state_dict`` wrappers stripped, ``fc`` skipped)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        try:
+            result = self.base.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise ValueError(f"{path} does not match a torchvision ResNet: {err}") from err
+        if result.unexpected_keys or result.missing_keys:
+            raise ValueError(f"{path} does not match a torchvision ResNet: missing {result.missing_keys[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}")
+        return {"loaded": len(state)}
+
+
+class LogitsView(nn.Module):
+    """The identity logits of a BoTNet in any mode: what the saliency pass differentiates."""
+
+    def __init__(self, net: BoTNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)

@@ -1,0 +1,95 @@
+"""The re-ID config tree (defaults = the BoT "all tricks" Market-1501 recipe, RECIPES.md A.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 50  # 50 | 101 (the paper's); 18 | 34 also work (512-d features)
+    last_stride: int = 1
+    pretrained: str = ""  # path: torchvision ImageNet checkpoint or a classification export
+    torchvision_weights: str = ""  # e.g. IMAGENET1K_V1: torchvision's weights by name (needs internet)
+    channels_last: bool = False
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "market1501"
+    root: str = ""
+    height: int = 256
+    width: int = 128
+    pad: int = 10
+    p: int = 16  # identities per batch
+    k: int = 4  # images per identity
+    test_batch: int = 128
+    workers: int = 4
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+
+@dataclass
+class AugConfig:
+    erasing: bool = True  # random erasing in the training step
+    keep: bool = False  # selective: erase only below-threshold regions (KeepAugment)
+    erasing_prob: float = 0.5
+    erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
+    erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.33])
+    tau: float = 0.6
+    low_res: bool = True
+    low_res_factor: float = 0.5
+    saliency_dtype: str = ""  # "" | bfloat16 | float16
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.5e-4  # Adam
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    gamma: float = 0.1
+    label_smooth: float = 0.1
+    margin: float = 0.3
+    center_weight: float = 5e-4
+    center_lr: float = 0.5
+
+
+@dataclass
+class EvalConfig:
+    metric: str = "cosine"  # cosine | euclidean
+    flip: bool = False  # flip test-time augmentation
+    rerank: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    every: int = 40  # epochs
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 120
+    seed: int = 0
+    device: str = ""
+    amp: str = ""  # "" | bf16 | fp16
+    deterministic: bool = False
+    output_dir: str = "runs/reid"
+    max_steps_per_epoch: int = 0
+    stop_after_epoch: int = 0
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class ReidConfig:
+    source: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
