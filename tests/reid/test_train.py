@@ -24,7 +24,8 @@ MINI = Path("/tmp") / "keepaug-market-mini"
 def tiny(tmp_path):
     if not (MINI / "Market-1501-v15.09.15").is_dir():
         test_mini_subset()
-    return [f"data.root={MINI}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2", "data.height=64", "data.width=32",
+    return [f"data.root={MINI}", "model.pretrained=", "model.depth=18",
+            "data.p=4", "data.k=2", "data.height=64", "data.width=32",
             "data.pad=4", "data.workers=0", "data.test_batch=128", "train.device=cpu", "train.progress=false",
             "train.tensorboard=false", "train.deterministic=true", "optim.warmup_epochs=0", "optim.lr=0.001",
             "train.max_steps_per_epoch=4", f"train.output_dir={tmp_path / 'reid'}"]
