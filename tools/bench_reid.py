@@ -1,0 +1,96 @@
+"""Fixed-budget re-ID comparison (a benchmark, not a test): BoT with plain random erasing vs selective
+random erasing (KeepAugment), trained for a small budget and evaluated (rank-1, mAP, mINP), over n seeds.
+
+    python tools/bench_reid.py --data ../shared/data/market1501-mini.tar.gz --preset cpu    # 2 cores, mini subset
+    python tools/bench_reid.py --data ../shared/data/market1501.tar.gz --preset gpu         # full Market-1501
+
+``--data`` is a Market-1501 folder or a ``.tar.gz`` of one (extracted once into ``--cache``). No ImageNet
+weights can be fetched offline, so the presets train from scratch unless ``model.pretrained=PATH`` is
+given: the figures compare the two arms, not the paper's absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tarfile
+from pathlib import Path
+
+import torch
+
+from classification.config import load_config
+from reid.engine import ReidTrainer
+from reid.schema import ReidConfig
+
+BASE = Path(__file__).resolve().parents[1] / "reid" / "configs" / "base.yaml"
+ARMS = {"random_erasing": ["aug.keep=false"], "keep_random_erasing": ["aug.keep=true"]}
+PRESETS = {
+    # 2 CPU cores, mini subset (25 train ids): ResNet-18, 128x64, P 8 x K 4, 12 epochs, no warmup
+    "cpu": dict(seeds=2, overrides=["model.depth=18", "data.height=128", "data.width=64", "data.pad=5", "data.p=8",
+                                    "data.k=4", "data.workers=0", "train.epochs=12", "optim.warmup_epochs=0",
+                                    "optim.milestones=[8]", "eval.every=12", "train.device=cpu"]),
+    # one GPU, full Market-1501: ResNet-50 at 256x128, the BoT batch, 30 epochs with the schedule compressed
+    "gpu": dict(seeds=1, overrides=["model.depth=50", "data.workers=8", "train.epochs=30", "optim.warmup_epochs=3",
+                                    "optim.milestones=[15, 25]", "eval.every=30", "train.amp=bf16",
+                                    "model.channels_last=true", "train.device=cuda"]),
+}
+
+
+def market_root(data: str, cache: str) -> Path:
+    path = Path(data)
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise SystemExit(f"--data {data}: neither a folder nor an archive")
+    out = Path(cache) / path.name.split(".")[0]
+    if not (out / ".extracted").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as tar:
+            tar.extractall(out, filter="data")
+        (out / ".extracted").touch()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cache", default="data")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--out", default="outputs/bench_reid")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    preset, root, out = PRESETS[args.preset], market_root(args.data, args.cache), Path(args.out)
+    results: dict[str, list[dict]] = {}
+    for seed in range(args.seeds or preset["seeds"]):
+        for arm, arm_overrides in ARMS.items():
+            print(f"== {arm}, seed {seed}", flush=True)
+            run_dir = out / f"{arm}_s{seed}"
+            cfg = load_config(ReidConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
+                                                 *arm_overrides, f"train.seed={seed}", "train.progress=false",
+                                                 "train.tensorboard=false", f"train.output_dir={run_dir}"])
+            m = ReidTrainer(cfg).fit()
+            results.setdefault(arm, []).append({k: m[k] for k in ("rank1", "mAP", "mINP", "img_s")})
+    device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
+
+    def ms(vals):
+        return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+
+    print(f"\n# bench_reid, preset {args.preset}, {device}\n")
+    print("| arm | rank-1 | mAP | mINP | train img/s |\n|---|---|---|---|---|")
+    rows = []
+    for arm, runs in results.items():
+        row = {"arm": arm, **{k: ms([r[k] for r in runs]) for k in ("rank1", "mAP", "mINP")},
+               "img_s": round(statistics.mean(r["img_s"] for r in runs)), "runs": runs}
+        rows.append(row)
+        print(f"| {arm} | {row['rank1']} | {row['mAP']} | {row['mINP']} | {row['img_s']} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_reid.json").write_text(json.dumps({"preset": args.preset, "device": device, "results": rows},
+                                                    indent=2))
+    print(f"\nwrote {out / 'bench_reid.json'}")
+
+
+if __name__ == "__main__":
+    main()
