@@ -42,6 +42,32 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def gather_rng_states(generator: torch.Generator, info) -> list[dict]:
+    """Every rank's RNG states (a collective under DDP), in rank order, for the checkpoint."""
+    mine = rng_state(generator)
+    if not info.distributed:
+        return [mine]
+    states = [None] * info.world_size
+    torch.distributed.all_gather_object(states, mine)
+    return states
+
+
+def restore_rng_states(states: list[dict], generator: torch.Generator, info) -> None:
+    """This rank's RNG states from a checkpoint written by the same number of processes."""
+    if len(states) != info.world_size:
+        raise ValueError(f"checkpoint was written by {len(states)} processes, resuming with {info.world_size}: "
+                         "an exact resume needs the same number")
+    set_rng_state(states[info.rank], generator)
+
+
+def save_on_main(state: dict, path: str | Path, info) -> None:
+    """Rank 0 writes ``state`` atomically; every rank waits for it."""
+    if info.is_main:
+        atomic_save(state, path)
+    if info.distributed:
+        torch.distributed.barrier()
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -102,6 +102,16 @@ def _layout(data_cfg) -> str:
     return f"{data_cfg.train_split}/<class>/<image> and {data_cfg.val_split}/<class>/<image>"
 
 
+def load_or_skip(base, i: int, skip: bool):
+    """``base.load(i)``, or the CORRUPT marker for an unreadable image when skipping."""
+    try:
+        return base.load(i)
+    except OSError:
+        if skip:
+            return CORRUPT
+        raise
+
+
 class Lighting:
     """AlexNet-style PCA lighting noise (CutMix-PyTorch ``utils.Lighting``, alphastd 0.1) on uint8
     ``(3, H, W)`` tensors; one draw can be applied to several views of the same image."""
@@ -138,12 +148,10 @@ class TrainView(Dataset):
         return len(self.base)
 
     def __getitem__(self, i: int):
-        try:
-            img, label = self.base.load(i)
-        except OSError:
-            if self.skip:
-                return CORRUPT
-            raise
+        loaded = load_or_skip(self.base, i, self.skip)
+        if loaded is CORRUPT:
+            return CORRUPT
+        img, label = loaded
         clean = self.geometric(img)
         if self.image_op is None:
             views = (self.to_tensor(clean),)
@@ -169,12 +177,10 @@ class EvalView(Dataset):
         return len(self.base)
 
     def __getitem__(self, i: int):
-        try:
-            img, label = self.base.load(i)
-        except OSError:
-            if self.skip:
-                return CORRUPT
-            raise
+        loaded = load_or_skip(self.base, i, self.skip)
+        if loaded is CORRUPT:
+            return CORRUPT
+        img, label = loaded
         return self.transform(img), label, i
 
 

@@ -23,10 +23,10 @@ from core import EarlyHead
 from core.saliency import unwrap_model
 
 from .augment import batch_augment, plan
-from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
 from .config import save_config, to_dict
 from .data import build_datasets, collate
-from .distributed import all_reduce_sum, barrier, init_distributed
+from .distributed import all_reduce_sum, init_distributed
 from .metrics import RunLog, topk_correct
 from .models import create_model, early_hook_point
 
@@ -166,22 +166,14 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict:
-        states = [None] * self.info.world_size
-        mine = rng_state(self.generator)
-        if self.info.distributed:
-            torch.distributed.all_gather_object(states, mine)
-        else:
-            states = [mine]
+        states = gather_rng_states(self.generator, self.info)
         return {"model": self.backbone.state_dict(), "aux_head": self.head.state_dict() if self.head else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step, "rng": states,
                 "best_top1": self.best_top1, "config": to_dict(self.cfg), "model_name": self.cfg.model.name}
 
     def save(self) -> None:
-        state = self.state()  # collective: every rank takes part
-        if self.info.is_main:
-            atomic_save(state, self.out / "last.pt")
-        barrier(self.info)
+        save_on_main(self.state(), self.out / "last.pt", self.info)  # state() is a collective
 
     def resume(self, path: str | Path | None = None) -> None:
         ckpt = load_checkpoint(path or self.out / "last.pt")
@@ -194,10 +186,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step, self.best_top1 = ckpt["epoch"], ckpt["step"], ckpt["best_top1"]
-        if len(ckpt["rng"]) != self.info.world_size:
-            raise ValueError(f"checkpoint was written by {len(ckpt['rng'])} processes, resuming with "
-                             f"{self.info.world_size}: an exact resume needs the same number")
-        set_rng_state(ckpt["rng"][self.info.rank], self.generator)
+        restore_rng_states(ckpt["rng"], self.generator, self.info)
         self.log.truncate_after(self.epoch)
 
     # -- the loop ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from classification.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from classification.checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
 from classification.config import save_config, to_dict
 from classification.distributed import all_reduce_sum, barrier, init_distributed
 from classification.metrics import RunLog
@@ -209,22 +209,14 @@ class ReidTrainer:
         return result
 
     def state(self) -> dict:
-        states = [None] * self.info.world_size
-        mine = rng_state(self.generator)
-        if self.info.distributed:
-            torch.distributed.all_gather_object(states, mine)
-        else:
-            states = [mine]
+        states = gather_rng_states(self.generator, self.info)
         return {"model": self.net.state_dict(), "center": self.center.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "center_optimizer": self.center_optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
                 "step": self.step, "rng": states, "config": to_dict(self.cfg)}
 
     def save(self) -> None:
-        state = self.state()
-        if self.info.is_main:
-            atomic_save(state, self.out / "last.pt")
-        barrier(self.info)
+        save_on_main(self.state(), self.out / "last.pt", self.info)  # state() is a collective
 
     def resume(self, path: str | Path | None = None, weights_only: bool = False) -> None:
         ckpt = load_checkpoint(path or self.out / "last.pt")
@@ -235,10 +227,7 @@ class ReidTrainer:
         for name in ("optimizer", "center_optimizer", "scheduler", "scaler"):
             getattr(self, name).load_state_dict(ckpt[name])
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        if len(ckpt["rng"]) != self.info.world_size:
-            raise ValueError(f"checkpoint was written by {len(ckpt['rng'])} processes, resuming with "
-                             f"{self.info.world_size}: an exact resume needs the same number")
-        set_rng_state(ckpt["rng"][self.info.rank], self.generator)
+        restore_rng_states(ckpt["rng"], self.generator, self.info)
         self.log.truncate_after(self.epoch)
 
     def fit(self, resume: bool = False) -> dict:

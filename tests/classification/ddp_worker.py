@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import classification.checkpoint as checkpoint
 import classification.engine as engine
 from classification.config import load_config
 from classification.schema import ClsConfig
@@ -24,8 +25,8 @@ class Record:
 def main():
     config, out_dir, *overrides = sys.argv[1:]
     saves = []
-    original = engine.atomic_save
-    engine.atomic_save = lambda obj, path: (saves.append(str(path)), original(obj, path))[1]
+    original = checkpoint.atomic_save
+    checkpoint.atomic_save = lambda obj, path: (saves.append(str(path)), original(obj, path))[1]
     trainer = engine.Trainer(load_config(ClsConfig, config, overrides), hooks=[record := Record()])
     trainer.fit()
     result = {"rank": trainer.info.rank, "world": trainer.info.world_size, "steps": record.steps, "saves": saves,
