@@ -235,10 +235,11 @@ class Trainer:
             totals += checked
             for h in self.hooks:
                 getattr(h, "after_step", lambda *a: None)(self, tensors[-1])
-            if bar.n % 10 == 0 or bar.n + 1 == self.steps_per_epoch:
+            if not bar.disable and (bar.n % 10 == 0 or bar.n + 1 == self.steps_per_epoch):
                 loss_avg, acc = (totals[0] / totals[2]).item(), (100 * totals[1] / totals[2]).item()
                 rate = totals[2].item() / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc:.1f}", img_s=f"{rate:.0f}")
+            if self.log.tb is not None and self.step % 10 == 0:
                 self.log.scalar("train/loss", loss.item(), self.step)
             bar.update()
         bar.close()

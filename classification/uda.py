@@ -146,7 +146,7 @@ class UDATrainer(Trainer):
         return torch.stack([loss.detach(), sup.detach(), cons.detach(), mask_rate, hits, y.new_tensor(n_l).float()])
 
     def train_epoch(self) -> dict:
-        totals = torch.zeros(6, device=self.device)
+        totals, done = torch.zeros(6, device=self.device), 0
         t0 = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, desc=f"round {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
                    disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
@@ -158,15 +158,16 @@ class UDATrainer(Trainer):
                 raise FloatingPointError(f"non-finite loss at step {self.step + 1}; stopping; the last good "
                                          f"checkpoint is {self.out / 'last.pt'}")
             self.step += 1
+            done += 1
             totals += stats
             for h in self.hooks:
                 getattr(h, "after_step", lambda *a: None)(self, unl[-1])
-            if bar.n % 10 == 0:
-                avg = (totals / (i + 1)).tolist()
+            if done % 10 == 1 and not bar.disable:
+                avg = (totals / done).tolist()
                 bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")
             bar.update()
         bar.close()
-        n = max(1, min(self.steps_per_epoch, bar.n))
+        n = max(1, done)
         loss, sup, cons, mask, hits, count = totals.tolist()
         seconds = time.perf_counter() - t0
         return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,

@@ -147,7 +147,7 @@ class ReidTrainer:
     def train_epoch(self) -> dict:
         self.sampler.set_epoch(self.epoch)
         self.module.train()
-        totals, t0 = torch.zeros(5, device=self.device), time.perf_counter()
+        totals, t0, done = torch.zeros(5, device=self.device), time.perf_counter(), 0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
                    disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
         for i, (images, pids, _, _) in enumerate(self.loader):
@@ -158,16 +158,17 @@ class ReidTrainer:
                 raise FloatingPointError(f"non-finite loss at step {self.step + 1}; stopping; the last good "
                                          f"checkpoint is {self.out / 'last.pt'}")
             self.step += 1
+            done += 1
             totals += stats
             for h in self.hooks:
                 getattr(h, "after_step", lambda *a: None)(self, None)
-            if bar.n % 10 == 0:
+            if done % 10 == 1 and not bar.disable:
                 n = totals[4].item()
-                bar.set_postfix(loss=f"{totals[0].item() / (i + 1) / self.info.world_size:.3f}",
+                bar.set_postfix(loss=f"{totals[0].item() / done / self.info.world_size:.3f}",
                                 acc=f"{100 * totals[3].item() / n:.1f}", img_s=f"{n / (time.perf_counter() - t0):.0f}")
             bar.update()
         bar.close()
-        steps = max(1, bar.n)
+        steps = max(1, done)
         loss, ce, tri, hits, n = totals.tolist()
         w = self.info.world_size
         return {"train_loss": loss / steps / w, "ce_loss": ce / steps / w, "triplet_loss": tri / steps / w,

@@ -138,3 +138,9 @@ def test_keep_needs_max_logit(uda_overrides):
     with pytest.raises(ValueError, match="max_logit"):
         load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment",
                                            "aug.saliency_target=label"])
+
+
+def test_round_metrics_are_per_step_averages(uda_overrides):
+    trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, [*uda_overrides, "train.epochs=1"]))
+    m = trainer.fit()
+    assert 0 <= m["mask_rate"] <= 1 and m["sup_loss"] < 10 and m["train_loss"] < 20
