@@ -26,9 +26,10 @@ from .augment import batch_augment, plan
 from .checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
 from .config import save_config, to_dict
 from .data import build_datasets, collate
-from .distributed import all_reduce_sum, init_distributed
+from .distributed import all_reduce_sum
 from .metrics import RunLog, topk_correct
 from .models import create_model, early_hook_point
+from .runtime import Runtime
 
 
 class TrainModule(nn.Module):
@@ -59,13 +60,10 @@ def lr_lambda(optim_cfg, epochs: int, steps_per_epoch: int):
     return f
 
 
-class Trainer:
+class Trainer(Runtime):
     def __init__(self, cfg, hooks: tuple = ()) -> None:
-        self.cfg, self.hooks = cfg, list(hooks)
-        self.info = init_distributed(cfg.train.device)
-        self.device, self.out = self.info.device, Path(cfg.train.output_dir)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
+        super().__init__(cfg, cfg.model.channels_last)
+        self.hooks = list(hooks)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.backbone = create_model(cfg.model.name, cfg.model.num_classes, **cfg.model.kwargs).to(self.device)
         self.head = None
@@ -90,15 +88,11 @@ class Trainer:
                                          nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.train.epochs, self.steps_per_epoch))
-        self.amp_dtype = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.model = self.net
         if self.info.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.forward = torch.compile(self.model) if cfg.model.compile else self.model
-        self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
         self.epoch, self.step, self.best_top1 = 0, 0, 0.0
         self.log = RunLog(self.out, self.info.is_main, cfg.train.tensorboard)
 
@@ -114,13 +108,6 @@ class Trainer:
                                  pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
         steps = len(self.loader)
         return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.model.channels_last else x
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_step(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; returns (loss, number of top-1 hits on the original labels)."""

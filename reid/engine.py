@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from classification.checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
 from classification.config import save_config, to_dict
-from classification.distributed import all_reduce_sum, barrier, init_distributed
+from classification.distributed import all_reduce_sum, barrier
 from classification.metrics import RunLog
+from classification.runtime import Runtime
 from core import KeepAugment
 
 from .data import ReidImages
@@ -56,13 +57,10 @@ def warmup_multistep(optim_cfg):
     return f
 
 
-class ReidTrainer:
+class ReidTrainer(Runtime):
     def __init__(self, cfg, hooks: tuple = ()) -> None:
-        self.cfg, self.hooks = cfg, list(hooks)
-        self.info = init_distributed(cfg.train.device)
-        self.device, self.out = self.info.device, Path(cfg.train.output_dir)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
+        super().__init__(cfg, cfg.model.channels_last)
+        self.hooks = list(hooks)
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root)
         torch.manual_seed(cfg.train.seed)
         self.net = BoTNet(self.dataset.num_train_pids, cfg.model.depth, cfg.model.last_stride)
@@ -84,8 +82,6 @@ class ReidTrainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.center_optimizer = torch.optim.SGD(self.center.parameters(), lr=cfg.optim.center_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_multistep(cfg.optim))
-        self.amp_dtype = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.keep = None
         if cfg.aug.erasing:
             dtype = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.aug.saliency_dtype]
@@ -108,17 +104,8 @@ class ReidTrainer:
         self.steps_per_epoch = len(self.loader)
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
-        self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
         self.epoch, self.step = 0, 0
         self.log = RunLog(self.out, self.info.is_main, cfg.train.tensorboard)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.model.channels_last else x
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_step(self, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         o = self.cfg.optim
