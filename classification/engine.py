@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm import tqdm
 
 from core import EarlyHead
 from core.saliency import unwrap_model
 
 from .augment import batch_augment, plan
-from .checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
+from .checkpoint import gather_rng_states, load_checkpoint, save_on_main
 from .config import save_config, to_dict
 from .data import build_datasets, collate
 from .distributed import all_reduce_sum
@@ -172,9 +171,8 @@ class Trainer(Runtime):
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.step, self.best_top1 = ckpt["epoch"], ckpt["step"], ckpt["best_top1"]
-        restore_rng_states(ckpt["rng"], self.generator, self.info)
-        self.log.truncate_after(self.epoch)
+        self.best_top1 = ckpt["best_top1"]
+        self.restore_progress(ckpt)
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -203,8 +201,7 @@ class Trainer(Runtime):
         self.sampler.set_epoch(self.epoch)
         totals = torch.zeros(3, device=self.device)  # loss sum, hits, images
         skipped, t0 = 0, time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
-                   disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+        bar = self.progress_bar()
         for i, (tensors, n_skipped) in enumerate(self.loader):
             if i >= self.steps_per_epoch:
                 break
@@ -214,14 +211,8 @@ class Trainer(Runtime):
             loss, hits = self.train_step(tensors)
             n = len(tensors[-1])
             checked = all_reduce_sum(torch.stack([loss * n, hits.float(), loss.new_tensor(float(n))]), self.info)
-            if not torch.isfinite(checked[0]):
-                last = self.out / "last.pt"
-                raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, "
-                                         f"batch {i + 1}); stopping; the last good checkpoint is {last}")
-            self.step += 1
+            self.finish_step(checked[0], i + 1, tensors[-1])
             totals += checked
-            for h in self.hooks:
-                getattr(h, "after_step", lambda *a: None)(self, tensors[-1])
             if not bar.disable and (bar.n % 10 == 0 or bar.n + 1 == self.steps_per_epoch):
                 loss_avg, acc = (totals[0] / totals[2]).item(), (100 * totals[1] / totals[2]).item()
                 rate = totals[2].item() / (time.perf_counter() - t0)

@@ -6,15 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from .checkpoint import restore_rng_states
 from .distributed import init_distributed
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Runtime:
-    """Base of the trainers. ``cfg.train`` gives device, amp, deterministic and output_dir;
-    ``cfg.data`` gives mean and std (0-1 scale)."""
+    """Base of the trainers. ``cfg.train`` gives device, amp, deterministic, output_dir and progress;
+    ``cfg.data`` gives mean and std (0-1 scale). Subclasses set ``hooks``, ``generator``, ``log``,
+    ``steps_per_epoch``, ``epoch`` and ``step``."""
 
     def __init__(self, cfg, channels_last: bool) -> None:
         self.cfg = cfg
@@ -35,3 +38,24 @@ class Runtime:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def progress_bar(self, unit_name: str = "epoch") -> tqdm:
+        """The epoch's progress bar (rank 0, unless ``train.progress`` is off)."""
+        return tqdm(total=self.steps_per_epoch, desc=f"{unit_name} {self.epoch + 1}/{self.cfg.train.epochs}",
+                    unit="step", disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+
+    def finish_step(self, loss: torch.Tensor, batch: int, indices) -> None:
+        """After an optimisation step: stop on a non-finite (all-reduced) loss, count the step, run
+        the hooks' ``after_step(trainer, indices)``."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, "
+                                     f"batch {batch}); stopping; the last good checkpoint is {self.out / 'last.pt'}")
+        self.step += 1
+        for h in self.hooks:
+            getattr(h, "after_step", lambda *a: None)(self, indices)
+
+    def restore_progress(self, ckpt: dict) -> None:
+        """Epoch, step and this rank's RNG states from a checkpoint; drop log rows written after it."""
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        restore_rng_states(ckpt["rng"], self.generator, self.info)
+        self.log.truncate_after(self.epoch)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
-from tqdm import tqdm
 
 from .data import CORRUPT, EvalView, TrainView, base_dataset, collate, limit
 from .distributed import all_reduce_sum
@@ -148,20 +147,14 @@ class UDATrainer(Trainer):
     def train_epoch(self) -> dict:
         totals, done = torch.zeros(6, device=self.device), 0
         t0 = time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"round {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
-                   disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+        bar = self.progress_bar("round")
         for i, ((lab, _), (unl, _)) in enumerate(self.loaders()):
             if i >= self.steps_per_epoch:
                 break
             stats = all_reduce_sum(self.uda_step(lab, unl), self.info) / self.info.world_size
-            if not torch.isfinite(stats[0]):
-                raise FloatingPointError(f"non-finite loss at step {self.step + 1}; stopping; the last good "
-                                         f"checkpoint is {self.out / 'last.pt'}")
-            self.step += 1
+            self.finish_step(stats[0], i + 1, unl[-1])
             done += 1
             totals += stats
-            for h in self.hooks:
-                getattr(h, "after_step", lambda *a: None)(self, unl[-1])
             if done % 10 == 1 and not bar.disable:
                 avg = (totals / done).tolist()
                 bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")

@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from classification.checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
+from classification.checkpoint import gather_rng_states, load_checkpoint, save_on_main
 from classification.config import save_config, to_dict
 from classification.distributed import all_reduce_sum, barrier
 from classification.metrics import RunLog
@@ -135,20 +134,14 @@ class ReidTrainer(Runtime):
         self.sampler.set_epoch(self.epoch)
         self.module.train()
         totals, t0, done = torch.zeros(5, device=self.device), time.perf_counter(), 0
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", unit="step",
-                   disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
+        bar = self.progress_bar()
         for i, (images, pids, _, _) in enumerate(self.loader):
             if i >= self.steps_per_epoch:
                 break
             stats = all_reduce_sum(self.train_step(images, pids), self.info)
-            if not torch.isfinite(stats[0]):
-                raise FloatingPointError(f"non-finite loss at step {self.step + 1}; stopping; the last good "
-                                         f"checkpoint is {self.out / 'last.pt'}")
-            self.step += 1
+            self.finish_step(stats[0], i + 1, None)
             done += 1
             totals += stats
-            for h in self.hooks:
-                getattr(h, "after_step", lambda *a: None)(self, None)
             if done % 10 == 1 and not bar.disable:
                 n = totals[4].item()
                 bar.set_postfix(loss=f"{totals[0].item() / done / self.info.world_size:.3f}",
@@ -214,9 +207,7 @@ class ReidTrainer(Runtime):
             return
         for name in ("optimizer", "center_optimizer", "scheduler", "scaler"):
             getattr(self, name).load_state_dict(ckpt[name])
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        restore_rng_states(ckpt["rng"], self.generator, self.info)
-        self.log.truncate_after(self.epoch)
+        self.restore_progress(ckpt)
 
     def fit(self, resume: bool = False) -> dict:
         if resume:

@@ -45,23 +45,30 @@ PRESETS = {
 }
 
 
-def cifar_root(data: str, cache: str) -> Path:
+def folder_or_extracted(data: str, cache: Path) -> Path:
+    """``data`` itself if it is a folder, else the archive ``data`` extracted once into ``cache``."""
     path = Path(data)
     if path.is_dir():
         return path
     if not path.is_file():
-        raise SystemExit(f"--data {data}: neither a CIFAR-10 folder nor an archive")
-    out = Path(cache)
-    marker = out / ".extracted"
+        raise SystemExit(f"--data {data}: neither a folder nor an archive")
+    marker = cache / ".extracted"
     if not marker.exists():
-        print(f"extracting {path} into {out} ...", flush=True)
-        out.mkdir(parents=True, exist_ok=True)
+        print(f"extracting {path} into {cache} ...", flush=True)
+        cache.mkdir(parents=True, exist_ok=True)
         with tarfile.open(path) as tar:
-            tar.extractall(out, filter="data")
+            tar.extractall(cache, filter="data")
         marker.touch()
+    return cache
+
+
+def cifar_root(data: str, cache: str) -> Path:
+    out = folder_or_extracted(data, Path(cache))
+    if out == Path(data):
+        return out
     roots = [p.parent for p in out.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
     if not roots:
-        raise SystemExit(f"{path} has no train/ and test/ folders")
+        raise SystemExit(f"{data} has no train/ and test/ folders")
     return roots[0]
 
 

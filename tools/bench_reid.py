@@ -15,10 +15,10 @@ import argparse
 import json
 import platform
 import statistics
-import tarfile
 from pathlib import Path
 
 import torch
+from bench_cifar import folder_or_extracted
 
 from classification.config import load_config
 from reid.engine import ReidTrainer
@@ -39,18 +39,7 @@ PRESETS = {
 
 
 def market_root(data: str, cache: str) -> Path:
-    path = Path(data)
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise SystemExit(f"--data {data}: neither a folder nor an archive")
-    out = Path(cache) / path.name.split(".")[0]
-    if not (out / ".extracted").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(out, filter="data")
-        (out / ".extracted").touch()
-    return out
+    return folder_or_extracted(data, Path(cache) / Path(data).name.split(".")[0])
 
 
 def main() -> None:
