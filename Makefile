@@ -13,7 +13,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the project into $(VENV) (first time: a few minutes; log in $(LOG))"
-	@($(PIP) --upgrade "pip>=24" "setuptools>=68,<81" wheel && $(PIP) -e ".[test]") > $(LOG) 2>&1 \
+	@($(PIP) --upgrade "pip>=24" "setuptools>=68,<81" wheel && $(PIP) -e ".[test,detection]" \
+		&& $(PY) tools/install_detectron2.py) > $(LOG) 2>&1 \
 		|| { tail -n 40 $(LOG); exit 1; }
 	@touch $(STAMP)
 

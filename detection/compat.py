@@ -1,0 +1,70 @@
+"""What a Python-only detectron2 (``tools/install_detectron2.py``'s fallback) lacks, supplied on import.
+
+Applied by ``import detection`` and only where needed; with detectron2 built from its GitHub source
+both checks find nothing to do, so ``detection`` behaves the same on both install paths.
+
+1. ``detectron2._C`` (the compiled ops) is missing: a stand-in module is registered. Its
+   ``get_compiler_version`` / ``get_cuda_version`` / ``has_cuda`` answer for ``collect_env``; any
+   other attribute (deformable conv, rotated-box IoU/NMS/ROIAlign, the fast COCO evaluator) raises
+   :class:`MissingCompiledOp` naming the op. The six detectors of ``detection/configs`` never call
+   them, and ``detection`` evaluates with pycocotools (``use_fast_impl=False``).
+2. Pillow >= 10 removed ``Image.LINEAR``, which detectron2 v0.6 uses as a default argument at import
+   time (fixed upstream after v0.6): it is aliased to ``Image.BILINEAR``, the same filter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+
+STANDIN_VERSION = "not built (Python-only detectron2: tools/install_detectron2.py fallback)"
+
+
+class MissingCompiledOp(RuntimeError):
+    """A detectron2 C++/CUDA op was called in an install that has none."""
+
+
+class _CompiledOpsStandIn(types.ModuleType):
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MissingCompiledOp(
+            f"detectron2._C.{name} is a compiled op, and this detectron2 was installed from Python sources "
+            "only (no deformable conv, rotated boxes or fast COCO evaluation). Install detectron2 from its "
+            "GitHub source to use it: python tools/install_detectron2.py --mode source --force"
+        )
+
+
+def _standin() -> types.ModuleType:
+    mod = _CompiledOpsStandIn("detectron2._C", __doc__)
+    mod.__file__ = __file__
+    mod.get_compiler_version = lambda: STANDIN_VERSION
+    mod.get_cuda_version = lambda: STANDIN_VERSION
+    mod.has_cuda = lambda: False
+    mod.KEEPAUGMENT_STANDIN = True
+    return mod
+
+
+def has_compiled_ops() -> bool:
+    """True when a real ``detectron2._C`` extension is installed."""
+    mod = sys.modules.get("detectron2._C")
+    if mod is not None:
+        return not getattr(mod, "KEEPAUGMENT_STANDIN", False)
+    return importlib.util.find_spec("detectron2._C") is not None
+
+
+def apply() -> list[str]:
+    """Apply the shims this install needs (idempotent); returns what was applied."""
+    applied = []
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+        applied.append("PIL.Image.LINEAR = PIL.Image.BILINEAR")
+    import detectron2
+
+    if "detectron2._C" not in sys.modules and not has_compiled_ops():
+        sys.modules["detectron2._C"] = detectron2._C = _standin()
+        applied.append("detectron2._C stand-in")
+    return applied

@@ -1,0 +1,164 @@
+"""torchvision-layout ResNet weights -> a Detectron2 ``.pkl`` backbone, with every dropped key reported.
+
+Accepted inputs (files): a backbone exported by ``classification`` (``tools/train_cls.py --export``),
+a full ``classification`` training checkpoint (its ``model``; the early head is stored apart and the
+classifier ``fc.*`` is dropped), a plain torchvision or timm ResNet state dict (``.pth``/``.pt``/
+``.safetensors``), or a wrapped one (``{'state_dict': ...}`` as CutMix-PyTorch and timm's train.py
+save it, ``module.``/``_orig_mod.`` prefixes from DDP/DataParallel/torch.compile).
+
+The renaming is that of Detectron2's ``tools/convert-torchvision-to-d2.py`` (stem ``conv1``/``bn1`` ->
+``stem.conv1``/``stem.conv1.norm``, ``layer1-4`` -> ``res2-5``, ``bnN`` -> ``convN.norm``,
+``downsample.0/1`` -> ``shortcut``/``shortcut.norm``), but only ResNet keys are renamed: the
+classifier and anything else is left out and reported instead of becoming ``stem.fc.*``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+# blocks per stage -> depth, for Bottleneck and BasicBlock ResNets (Detectron2 builds all five)
+BOTTLENECK_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+RESNET_KEY = re.compile(r"^(conv1|bn1)\.|^layer[1-4]\.\d+\.")
+
+
+class ConversionError(ValueError):
+    """The input is not a convertible ResNet, or not the one asked for."""
+
+
+def read_weights(path: str | Path) -> tuple[dict, str]:
+    """Load ``path`` and unwrap it to a state dict; returns it and what kind of file it was."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), "safetensors state dict"
+        except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
+            raise ConversionError(f"cannot read {path}: {err}") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise ConversionError(f"cannot read {path}: {err}") from err
+    return unwrap(obj, str(path))
+
+
+def unwrap(obj, where: str = "input") -> tuple[dict, str]:
+    if isinstance(obj, torch.nn.Module):
+        state, kind = obj.state_dict(), f"{type(obj).__name__} module"
+    elif isinstance(obj, dict) and "model" in obj and "model_name" in obj:
+        state, kind = obj["model"], f"classification training checkpoint ({obj['model_name']})"
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        state, kind = obj["state_dict"], "wrapped state dict ('state_dict')"
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        state, kind = obj["model"], "wrapped state dict ('model')"
+    elif isinstance(obj, dict):
+        state, kind = obj, "state dict"
+    else:
+        raise ConversionError(f"{where}: expected a state dict or checkpoint, got {type(obj).__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{where}: not a state dict (values that are not tensors)")
+    out = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    if "conv1.weight" not in out and any(k.startswith("backbone.conv1.") for k in out):
+        out = {k.removeprefix("backbone."): v for k, v in out.items()}
+    return out, kind
+
+
+def resnet_layout(state: dict) -> dict:
+    """Depth, block type, width and groups of a torchvision-layout ResNet state dict."""
+    if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
+        sample = ", ".join(sorted(state)[:4])
+        raise ConversionError(f"not a torchvision-layout ResNet (no conv1/layer1-4 weights; keys like {sample})")
+    stem = tuple(state["conv1.weight"].shape)
+    if stem[1:] != (3, 7, 7):
+        raise ConversionError(f"the stem conv1 is {stem}, not Detectron2's 7x7 ResNet stem (a CIFAR or deep-stem "
+                              "ResNet cannot be converted; use the timm backbone, MODEL.BACKBONE.NAME build_timm_*)")
+    blocks = tuple(1 + max((int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")), default=-1)
+                   for i in range(1, 5))
+    bottleneck = "layer1.0.conv3.weight" in state
+    depth = (BOTTLENECK_DEPTHS if bottleneck else BASIC_DEPTHS).get(blocks)
+    if depth is None:
+        raise ConversionError(f"blocks per stage {blocks} match no ResNet depth Detectron2 builds (18/34/50/101/152)")
+    conv2 = state["layer1.0.conv2.weight"]
+    groups = conv2.shape[0] // conv2.shape[1]
+    return {"depth": depth, "block": "bottleneck" if bottleneck else "basic", "num_groups": groups,
+            "width_per_group": conv2.shape[0] // groups, "stem_out_channels": stem[0]}
+
+
+def rename(key: str) -> str:
+    """torchvision -> Detectron2 name of one ResNet key (rules of convert-torchvision-to-d2.py)."""
+    if not key.startswith("layer"):
+        key = "stem." + key
+    for t in range(1, 5):
+        key = key.replace(f"layer{t}", f"res{t + 1}")
+    for t in range(1, 4):
+        key = key.replace(f"bn{t}", f"conv{t}.norm")
+    return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+
+
+def torchvision_to_detectron2(state: dict, depth: int | None = None) -> tuple[dict, dict]:
+    """Returns the Detectron2 ``model`` dict (numpy arrays) and a report: layout, unconverted keys."""
+    layout = resnet_layout(state)
+    if depth is not None and depth != layout["depth"]:
+        raise ConversionError(f"depth mismatch: the weights are a ResNet-{layout['depth']} but depth {depth} "
+                              "was asked for (MODEL.RESNETS.DEPTH)")
+    model, unconverted, ignored = {}, [], []
+    for key, value in state.items():
+        if not RESNET_KEY.match(key):
+            unconverted.append(key)
+        elif key.endswith("num_batches_tracked"):
+            ignored.append(key)  # BatchNorm's step counter: FrozenBN has none
+        else:
+            model[rename(key)] = value.detach().cpu().float().numpy()
+    return model, {**layout, "converted": len(model), "unconverted": unconverted,
+                   "ignored_num_batches_tracked": len(ignored)}
+
+
+def save_detectron2_pkl(model: dict, path: str | Path, provenance: dict) -> None:
+    """Write the pickle Detectron2's DetectionCheckpointer reads (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"model": model, "__author__": "torchvision", "matching_heuristics": True, "keepaugment": provenance}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_input(spec: str) -> tuple[dict, str]:
+    """A file path, or ``timm:<name>`` for timm's pretrained weights of that model (downloads)."""
+    if spec.startswith("timm:"):
+        import timm
+
+        try:
+            model = timm.create_model(spec[5:], pretrained=True)
+        except Exception as err:  # noqa: BLE001 - offline, unknown name, ...
+            raise ConversionError(f"{spec}: cannot create the pretrained timm model ({err})") from err
+        return unwrap(model, spec)
+    return read_weights(spec)
+
+
+def convert(src: str, out: str | Path, depth: int | None = None) -> dict:
+    """Convert ``src`` (see :func:`load_input`) to ``out``; returns the report."""
+    state, kind = load_input(src)
+    model, report = torchvision_to_detectron2(state, depth)
+    report = {"source": str(src), "kind": kind, **report}
+    save_detectron2_pkl(model, out, report)
+    return report

@@ -1,0 +1,81 @@
+"""Train / evaluate a Detectron2 detector on a KeepAugment backbone (Detectron2's train_net.py, plus ours).
+
+    python tools/train_det.py --config-file detection/configs/faster_rcnn_R_50_FPN_3x.yaml --num-gpus 8
+    python tools/train_det.py --config-file faster_rcnn_R_50_C4_3x.yaml --num-gpus 2 MODEL.WEIGHTS=weights/r50.pkl
+    python tools/train_det.py --config-file ... --eval-only MODEL.WEIGHTS=outputs/detection/x/model_final.pth
+    python tools/train_det.py --config-file ... --resume                    # continue OUTPUT_DIR's last checkpoint
+    python tools/train_det.py --config-file ... --dataset tiny_train ann.json images/ \\
+        --dataset tiny_val val.json val/ DATASETS.TRAIN='("tiny_train",)' DATASETS.TEST='("tiny_val",)'
+
+Config names are resolved in ``detection/configs`` too. Overrides are ``KEY=value`` (or Detectron2's
+``KEY value``). COCO 2017 is read from ``$DETECTRON2_DATASETS/coco`` (Detectron2's builtin names).
+Several machines: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT`` on each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+# isort: off
+import detection  # noqa: F401  (first: compat shims for a Python-only detectron2, timm backbones)
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+
+# isort: on
+from classification.config import ConfigError
+from detection.config import find_config, load_config
+from detection.data import DatasetError, check_datasets, register_coco_json
+from detection.engine import Trainer
+from detection.weights import WeightsError, load_weights
+
+
+def build_parser():
+    parser = default_argument_parser(__doc__)
+    parser.add_argument("--dataset", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_DIR"),
+                        help="register a COCO-format dataset (repeatable); name it in DATASETS.TRAIN/TEST")
+    return parser
+
+
+def setup(args):
+    for name, json_file, image_root in args.dataset:
+        register_coco_json(name, json_file, image_root)
+    args.config_file = str(find_config(args.config_file))
+    cfg = load_config(args.config_file, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("MODEL.DEVICE is cuda but no CUDA device is available: add MODEL.DEVICE=cpu")
+    check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        load_weights(model, cfg)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            print(json.dumps(results, indent=2))
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (ConfigError, DatasetError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
