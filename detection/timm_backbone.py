@@ -26,7 +26,8 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
 
-from .convert import read_weights
+from .convert import ConversionError, read_weights
+from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
 STRIDES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
@@ -60,13 +61,16 @@ class TimmBackbone(Backbone):
         self.freeze(freeze_at)
 
     def load_checkpoint(self, path: str) -> None:
-        state, kind = read_weights(path)
+        try:
+            state, kind = read_weights(path)
+        except (FileNotFoundError, ConversionError) as err:
+            raise WeightsError(f"MODEL.TIMM.CHECKPOINT: {err}") from err
         own = self.body.state_dict()
         if not set(own) & set(state):  # feature wrappers that keep the model as an attribute
             state = {"model." + k: v for k, v in state.items()}
         result = self.body.load_state_dict(state, strict=False)
         if result.missing_keys:
-            raise ValueError(f"MODEL.TIMM.CHECKPOINT={path} ({kind}) lacks {len(result.missing_keys)} weights of the "
+            raise WeightsError(f"MODEL.TIMM.CHECKPOINT={path} ({kind}) lacks {len(result.missing_keys)} weights of the "
                              f"timm backbone, e.g. {result.missing_keys[:5]}: is it a {self.body.__class__.__name__} "
                              "of the configured MODEL.TIMM.NAME?")
         logger.info("loaded %s (%s); not used by the backbone: %s", path, kind, result.unexpected_keys)

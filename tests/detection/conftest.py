@@ -1,0 +1,70 @@
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import detection  # noqa: F401  (compat shims before any detectron2 import)
+from detection.convert import save_detectron2_pkl, torchvision_to_detectron2
+from detection.data import register_coco_json
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+
+# Small images, few proposals, 2 images per batch, a gentle lr: a CPU-sized run of any config.
+SMALL = ["MODEL.DEVICE=cpu", "SOLVER.REFERENCE_WORLD_SIZE=0", "SOLVER.IMS_PER_BATCH=2", "SOLVER.BASE_LR=0.001",
+         "INPUT.MIN_SIZE_TRAIN=(128,)", "INPUT.MAX_SIZE_TRAIN=192", "INPUT.MIN_SIZE_TEST=128",
+         "INPUT.MAX_SIZE_TEST=192", "DATALOADER.NUM_WORKERS=0", "MODEL.RPN.POST_NMS_TOPK_TEST=50",
+         "MODEL.RPN.PRE_NMS_TOPK_TEST=200", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
+         "MODEL.RETINANET.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=20",
+         'DATASETS.TRAIN=("tiny_train",)', 'DATASETS.TEST=("tiny_val",)']
+
+
+@pytest.fixture(scope="session")
+def coco_tiny() -> Path:
+    """COCO-tiny from the shared archive, extracted once per machine."""
+    archive = SHARED / "coco-tiny.tar"
+    assert archive.is_file(), f"{archive} is missing: the detection tests need the shared COCO-tiny data"
+    root = Path("/tmp") / "keepaug-coco-tiny"
+    marker = root / ".extracted"
+    if not marker.exists():
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+        marker.touch()
+    return root / "coco-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(coco_tiny):
+    """``tiny_train`` / ``tiny_val`` registered in Detectron2's catalog."""
+    for split in ("train", "val"):
+        register_coco_json(f"tiny_{split}", coco_tiny / "annotations" / f"instances_{split}2017.json",
+                           coco_tiny / f"{split}2017")
+    return "tiny_train", "tiny_val"
+
+
+def random_resnet(depth: int, seed: int = 0) -> torch.nn.Module:
+    """A torchvision ResNet with random weights and non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, f"resnet{depth}")()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.0)
+            m.bias.data.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """Converted random torchvision ResNet-50/101 weights (plain init: trainable from them)."""
+    out = {}
+    for depth in (50, 101):
+        torch.manual_seed(depth)
+        model, report = torchvision_to_detectron2(getattr(torchvision.models, f"resnet{depth}")().state_dict())
+        path = tmp_path_factory.mktemp("weights") / f"R_{depth}.pkl"
+        save_detectron2_pkl(model, path, report)
+        out[depth] = path
+    return out

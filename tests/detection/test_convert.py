@@ -1,0 +1,165 @@
+"""Conversion of torchvision-layout ResNets into Detectron2's ResNet: exact, strict, reported."""
+
+import pickle
+
+import pytest
+import timm
+import torch
+import torchvision
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import build_resnet_backbone
+
+from classification.config import load_config as load_cls_config
+from classification.engine import Trainer as ClsTrainer
+from classification.export import export_backbone
+from classification.schema import ClsConfig
+from detection.config import load_config
+from detection.convert import ConversionError, convert, read_weights, rename, torchvision_to_detectron2
+from detection.weights import load_weights
+
+from .conftest import ROOT, random_resnet
+
+
+def d2_resnet(depth: int, weights) -> torch.nn.Module:
+    """Detectron2's ResNet built from our config (FrozenBN, STRIDE_IN_1X1 False), with ``weights`` loaded."""
+    cfg = load_config(f"faster_rcnn_R_{depth}_FPN_3x.yaml", ["MODEL.DEVICE=cpu", f"MODEL.WEIGHTS={weights}"])
+    backbone = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    holder = torch.nn.Module()
+    holder.backbone = backbone  # names as in GeneralizedRCNN: backbone.stem..., backbone.res2...
+    report = load_weights(holder, cfg)
+    assert report["missing"] == [], report["missing"]
+    assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
+    return backbone.eval()
+
+
+def torchvision_stages(model, x):
+    y = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    outs = {}
+    for i, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):
+        y = layer(y)
+        outs[f"res{i + 2}"] = y
+    return outs
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_conversion_is_exact(depth, tmp_path):
+    tv = random_resnet(depth, seed=depth)
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    report = convert(str(tmp_path / "tv.pth"), tmp_path / "r.pkl", depth=depth)
+    assert report["depth"] == depth and report["unconverted"] == ["fc.weight", "fc.bias"]
+    d2 = d2_resnet(depth, tmp_path / "r.pkl")
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        ours, ref = d2(x), torchvision_stages(tv, x)
+    for name in ("res2", "res3", "res4", "res5"):
+        assert ours[name].shape == ref[name].shape
+        assert (ours[name] - ref[name]).abs().max().item() < 1e-4, name
+
+
+def test_pickle_layout_follows_detectron2(tmp_path):
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "tv.pth")
+    convert(str(tmp_path / "tv.pth"), tmp_path / "r.pkl")
+    data = pickle.loads((tmp_path / "r.pkl").read_bytes())
+    assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
+    model = data["model"]
+    assert {"stem.conv1.weight", "stem.conv1.norm.running_var", "res2.0.shortcut.weight",
+            "res2.0.shortcut.norm.bias", "res5.2.conv3.norm.weight"} <= set(model)
+    assert not any(k.startswith("stem.fc") or k.endswith("num_batches_tracked") for k in model)
+    assert data["keepaugment"]["ignored_num_batches_tracked"] == 53
+
+
+def test_renaming_rules():
+    assert rename("conv1.weight") == "stem.conv1.weight"
+    assert rename("bn1.running_mean") == "stem.conv1.norm.running_mean"
+    assert rename("layer1.0.bn3.weight") == "res2.0.conv3.norm.weight"
+    assert rename("layer4.0.downsample.0.weight") == "res5.0.shortcut.weight"
+    assert rename("layer4.0.downsample.1.bias") == "res5.0.shortcut.norm.bias"
+
+
+def test_timm_resnet_converts_exactly(tmp_path):
+    torch.manual_seed(0)
+    tm = timm.create_model("resnet50").eval()
+    torch.save({"state_dict": tm.state_dict()}, tmp_path / "timm.pth.tar")  # timm train.py's wrapper
+    report = convert(str(tmp_path / "timm.pth.tar"), tmp_path / "r.pkl", depth=50)
+    assert report["kind"] == "wrapped state dict ('state_dict')"
+    d2 = d2_resnet(50, tmp_path / "r.pkl")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (d2(x)["res5"] - tm.forward_features(x)).abs().max().item() < 1e-4
+
+
+def test_classification_checkpoint_and_export_convert(tmp_path):
+    """A real training checkpoint of ours (with an early head) and its export give the same weights."""
+    base = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
+    cfg = load_cls_config(ClsConfig, base, [
+        "data.dataset=sample", "data.root=", "data.batch_size=8", "data.workers=0", "data.limit_train=16",
+        "data.limit_val=8", "model.name=resnet50", "model.kwargs={}", "train.epochs=1",
+        "train.max_steps_per_epoch=1", "train.tensorboard=false", "train.progress=false", "aug.length=8",
+        "aug.method=keep_cutmix", "aug.early_head=true", f"train.output_dir={tmp_path / 'run'}"])
+    trainer = ClsTrainer(cfg)
+    trainer.fit()
+    ckpt = trainer.out / "last.pt"
+    export_backbone(ckpt, tmp_path / "backbone.pth")
+    from_ckpt = convert(str(ckpt), tmp_path / "a.pkl", depth=50)
+    from_export = convert(str(tmp_path / "backbone.pth"), tmp_path / "b.pkl", depth=50)
+    assert from_ckpt["kind"].startswith("classification training checkpoint (resnet50)")
+    assert from_ckpt["unconverted"] == ["fc.weight", "fc.bias"] and from_export["unconverted"] == []
+    a, b = (pickle.loads((tmp_path / n).read_bytes())["model"] for n in ("a.pkl", "b.pkl"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_wrapper_prefixes_are_stripped_and_extras_reported(tmp_path):
+    state = {f"module.{k}": v for k, v in torchvision.models.resnet50().state_dict().items()}
+    state["module.head.fc.weight"] = torch.zeros(3)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "dp.pth.tar")  # CutMix-PyTorch's layout
+    report = convert(str(tmp_path / "dp.pth.tar"), tmp_path / "r.pkl")
+    assert report["converted"] == 265 and sorted(report["unconverted"]) == ["fc.bias", "fc.weight", "head.fc.weight"]
+
+
+def test_depth_mismatch_is_an_error(tmp_path):
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(ConversionError, match="ResNet-50 but depth 101"):
+        convert(str(tmp_path / "r50.pth"), tmp_path / "r.pkl", depth=101)
+    assert not (tmp_path / "r.pkl").exists()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: timm.create_model("efficientnet_b0").state_dict(), "not a torchvision-layout ResNet"),
+    (lambda: __import__("classification.models", fromlist=["x"]).create_model("cifar_resnet18").state_dict(),
+     "not Detectron2's 7x7 ResNet stem"),
+    (lambda: timm.create_model("resnet50d").state_dict(), "not a torchvision-layout ResNet"),
+])
+def test_non_resnet_inputs_are_errors(make, match, tmp_path):
+    torch.save(make(), tmp_path / "x.pth")
+    with pytest.raises(ConversionError, match=match):
+        convert(str(tmp_path / "x.pth"), tmp_path / "x.pkl")
+
+
+def test_unreadable_inputs(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConversionError, match="cannot read"):
+        read_weights(tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        read_weights(tmp_path / "absent.pth")
+    torch.save({"a": 1}, tmp_path / "notensors.pth")
+    with pytest.raises(ConversionError, match="not a state dict"):
+        read_weights(tmp_path / "notensors.pth")
+
+
+def test_basic_block_depths_are_recognised():
+    _, report = torchvision_to_detectron2(torchvision.models.resnet18().state_dict())
+    assert report["depth"] == 18 and report["block"] == "basic"
+
+
+def test_cli_reports_and_fails_clearly(tmp_path):
+    import subprocess
+    import sys
+
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    tool = str(ROOT / "tools" / "convert_det.py")
+    ok = subprocess.run([sys.executable, tool, str(tmp_path / "r50.pth"), str(tmp_path / "r.pkl"), "--depth", "50"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and '"depth": 50' in ok.stdout and "fc.weight" in ok.stderr
+    bad = subprocess.run([sys.executable, tool, str(tmp_path / "r50.pth"), str(tmp_path / "r.pkl"), "--depth", "101"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "depth mismatch" in bad.stderr
