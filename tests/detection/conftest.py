@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Small images, few proposals, 2 images per batch, a gentle lr: a CPU-sized run of any config.
 SMALL = ["MODEL.DEVICE=cpu", "SOLVER.REFERENCE_WORLD_SIZE=0", "SOLVER.IMS_PER_BATCH=2", "SOLVER.BASE_LR=0.001",
          "INPUT.MIN_SIZE_TRAIN=(128,)", "INPUT.MAX_SIZE_TRAIN=192", "INPUT.MIN_SIZE_TEST=128",
-         "INPUT.MAX_SIZE_TEST=192", "DATALOADER.NUM_WORKERS=0", "MODEL.RPN.POST_NMS_TOPK_TEST=50",
-         "MODEL.RPN.PRE_NMS_TOPK_TEST=200", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
+         "INPUT.MAX_SIZE_TEST=192", "DATALOADER.NUM_WORKERS=0", "MODEL.RPN.POST_NMS_TOPK_TEST=10",
+         "MODEL.RPN.PRE_NMS_TOPK_TEST=200",
+         "MODEL.RPN.PRE_NMS_TOPK_TRAIN=400", "MODEL.RPN.POST_NMS_TOPK_TRAIN=100", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=64", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
          "MODEL.RETINANET.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=20",
          'DATASETS.TRAIN=("tiny_train",)', 'DATASETS.TEST=("tiny_val",)']
 
@@ -63,7 +64,8 @@ def converted(tmp_path_factory):
     out = {}
     for depth in (50, 101):
         torch.manual_seed(depth)
-        model, report = torchvision_to_detectron2(getattr(torchvision.models, f"resnet{depth}")().state_dict())
+        net = getattr(torchvision.models, f"resnet{depth}")(zero_init_residual=True)  # bounded activations
+        model, report = torchvision_to_detectron2(net.state_dict())
         path = tmp_path_factory.mktemp("weights") / f"R_{depth}.pkl"
         save_detectron2_pkl(model, path, report)
         out[depth] = path
