@@ -91,6 +91,8 @@ def split_overrides(overrides: Iterable[str]) -> list[str]:
         if pending is not None:
             flat += [pending, item]
             pending = None
+        elif item.startswith("--"):
+            raise ConfigError(f"{item} goes before the KEY=value overrides on the command line")
         elif "=" in item:
             flat += item.split("=", 1)
         else:

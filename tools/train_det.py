@@ -21,6 +21,7 @@ import torch
 
 # isort: off
 import detection  # noqa: F401  (first: compat shims for a Python-only detectron2, timm backbones)
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
@@ -56,7 +57,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        load_weights(model, cfg)
+        last = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)  # --resume: OUTPUT_DIR's last checkpoint
+        load_weights(model, cfg, last.get_checkpoint_file() if args.resume and last.has_checkpoint() else None)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             print(json.dumps(results, indent=2))

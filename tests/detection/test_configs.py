@@ -30,7 +30,8 @@ def test_the_six_configs_are_shipped_with_the_3x_recipe():
         assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and cfg.MODEL.MASK_ON is False
         arch = "RetinaNet" if name.startswith("retinanet") else "GeneralizedRCNN"
         assert cfg.MODEL.META_ARCHITECTURE == arch
-        assert ("Res5ROIHeads" if "C4" in name else "StandardROIHeads") == cfg.MODEL.ROI_HEADS.NAME or arch == "RetinaNet"
+        if arch == "GeneralizedRCNN":
+            assert cfg.MODEL.ROI_HEADS.NAME == ("Res5ROIHeads" if "C4" in name else "StandardROIHeads")
 
 
 def test_reference_world_size_scales_the_schedule_for_fewer_gpus():
