@@ -23,8 +23,8 @@ class ConfigError(ValueError):
     """A config file, key or value is wrong."""
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
+def read_yaml_mapping(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """One config file as a dict (``_BASE_`` untouched); ``seen``: the files that include it, for cycles."""
     if path in seen:
         raise ConfigError(f"_BASE_ cycle through {path}")
     if not path.is_file():
@@ -35,6 +35,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    data = read_yaml_mapping(path, seen)
     base = data.pop("_BASE_", None)
     if base is None:
         return data

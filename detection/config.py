@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import yaml
 from detectron2.config import CfgNode, get_cfg
 
-from classification.config import ConfigError
+from classification.config import ConfigError, read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_ZOO_PREFIX = "model_zoo:"
@@ -51,19 +50,10 @@ def resolve_base(entry: str, relative_to: Path) -> Path:
 
 def _merge_file(cfg: CfgNode, path: Path, seen: tuple[Path, ...] = ()) -> None:
     path = Path(path).resolve()
-    if path in seen:
-        raise ConfigError(f"_BASE_ cycle through {path}")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     if path.is_relative_to(model_zoo_config_dir()):  # Detectron2's own files (they need its unsafe loader)
         cfg.merge_from_file(str(path), allow_unsafe=True)
         return
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = read_yaml_mapping(path, seen)
     bases = data.pop("_BASE_", [])
     for base in [bases] if isinstance(bases, str) else bases:
         _merge_file(cfg, resolve_base(base, path), (*seen, path))

@@ -1,4 +1,3 @@
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,8 @@ import detection  # noqa: F401  (compat shims before any detectron2 import)
 from detection.convert import save_detectron2_pkl, torchvision_to_detectron2
 from detection.data import register_coco_json
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from ..shared_data import extract_once
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Small images, few proposals, 2 images per batch, a gentle lr: a CPU-sized run of any config.
@@ -26,16 +26,7 @@ SMALL = ["MODEL.DEVICE=cpu", "SOLVER.REFERENCE_WORLD_SIZE=0", "SOLVER.IMS_PER_BA
 @pytest.fixture(scope="session")
 def coco_tiny() -> Path:
     """COCO-tiny from the shared archive, extracted once per machine."""
-    archive = SHARED / "coco-tiny.tar"
-    if not archive.is_file():
-        pytest.skip(f"{archive} is absent (the shared COCO-tiny data)")
-    root = Path("/tmp") / "keepaug-coco-tiny"
-    marker = root / ".extracted"
-    if not marker.exists():
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
-        marker.touch()
-    return root / "coco-tiny"
+    return extract_once("coco-tiny.tar", "keepaug-coco-tiny") / "coco-tiny"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,3 @@
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ from reid.datasets import DATASETS, build_dataset
 from reid.datasets.market1501 import parse_name
 from reid.samplers import IdentitySampler
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from ..shared_data import extract_once
 
 
 def test_registry_and_parsing():
@@ -48,13 +47,7 @@ def test_missing_folder_names_what_is_expected(tmp_path):
 
 
 def test_mini_subset():
-    archive = SHARED / "market1501-mini.tar.gz"
-    if not archive.is_file():
-        pytest.skip("shared mini archive not present")
-    root = Path("/tmp") / "keepaug-market-mini"
-    if not (root / "Market-1501-v15.09.15").is_dir():
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+    root = extract_once("market1501-mini.tar.gz", "keepaug-market-mini")
     s = build_dataset("market1501", root).statistics()
     assert s["train"] == {"ids": 25, "images": 374, "cameras": 6}
     assert s["query"]["images"] == 104 and s["query"]["ids"] == 25
