@@ -70,6 +70,10 @@ def main(args):
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.num_gpus > 1 and args.num_gpus > torch.cuda.device_count():
+        print(f"error: --num-gpus {args.num_gpus} but {torch.cuda.device_count()} CUDA devices are visible",
+              file=sys.stderr)
+        return 2
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))

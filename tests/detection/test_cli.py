@@ -131,3 +131,10 @@ def test_overrides_accept_both_forms():
     cfg = load_config("faster_rcnn_R_50_FPN_3x.yaml", ["SOLVER.MAX_ITER=7", "SOLVER.BASE_LR", "0.5",
                                                       'DATASETS.TRAIN=("a", "b")'])
     assert cfg.SOLVER.MAX_ITER == 7 and cfg.SOLVER.BASE_LR == 0.5 and cfg.DATASETS.TRAIN == ("a", "b")
+
+
+def test_more_gpus_than_visible_is_a_clear_error():
+    if torch.cuda.device_count() >= 64:
+        pytest.skip("a machine with 64 GPUs")
+    out = train_det("--config-file", "faster_rcnn_R_50_FPN_3x.yaml", "--num-gpus", "64")
+    assert out.returncode == 2 and "--num-gpus 64 but" in out.stderr
