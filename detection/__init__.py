@@ -4,13 +4,13 @@ Importing this package applies what a Python-only detectron2 lacks (:mod:`detect
 registers the timm backbones in Detectron2's ``BACKBONE_REGISTRY``.
 """
 
+from . import compat
+
 try:
-    from . import compat
+    compat.apply()
 except ImportError as err:  # detectron2 is not installed
     raise ImportError(f"detection needs detectron2 ({err}): run `python tools/install_detectron2.py` "
                       "(make test and make demo do)") from err
-
-compat.apply()
 
 from . import timm_backbone  # noqa: E402  (registers build_timm_*backbone)
 from .config import load_config  # noqa: E402

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 STANDIN_VERSION = "not built (Python-only detectron2: tools/install_detectron2.py fallback)"
 
@@ -54,15 +55,26 @@ def has_compiled_ops() -> bool:
     return importlib.util.find_spec("detectron2._C") is not None
 
 
+def needs_pillow_alias() -> bool:
+    """True when this Pillow lacks ``Image.LINEAR`` and the installed detectron2 still uses it."""
+    from PIL import Image
+
+    if hasattr(Image, "LINEAR"):
+        return False
+    spec = importlib.util.find_spec("detectron2")  # the package only: its submodules are not imported
+    transform = Path(spec.origin).parent / "data" / "transforms" / "transform.py"
+    return transform.is_file() and "Image.LINEAR" in transform.read_text()
+
+
 def apply() -> list[str]:
     """Apply the shims this install needs (idempotent); returns what was applied."""
     applied = []
+    import detectron2
     from PIL import Image
 
-    if not hasattr(Image, "LINEAR"):
+    if needs_pillow_alias():
         Image.LINEAR = Image.BILINEAR
         applied.append("PIL.Image.LINEAR = PIL.Image.BILINEAR")
-    import detectron2
 
     if "detectron2._C" not in sys.modules and not has_compiled_ops():
         sys.modules["detectron2._C"] = detectron2._C = _standin()

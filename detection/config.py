@@ -33,7 +33,10 @@ def add_keepaugment_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.TIMM.PRETRAINED = False  # timm hub weights (needs internet)
     cfg.MODEL.TIMM.CHECKPOINT = ""  # a classification checkpoint/export of ours, or any timm state dict
     cfg.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # named by stride: res2 = 1/4 ... res5 = 1/32
-    cfg.MODEL.TIMM.FREEZE_AT = 0  # number of leading stages (stem counts as one) to freeze
+    # leading levels of timm's feature_info to freeze (with everything before them). A ResNet's level 0 is
+    # the stride-2 stem, so 2 = stem + res2 as in Detectron2; models whose level 0 is at stride 4
+    # (ConvNeXt) freeze through stride 8 with 2.
+    cfg.MODEL.TIMM.FREEZE_AT = 0
     cfg.MODEL.TIMM.NORM = "FrozenBN"  # FrozenBN | BN | SyncBN
     return cfg
 

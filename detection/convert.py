@@ -27,6 +27,10 @@ BOTTLENECK_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 RESNET_KEY = re.compile(r"^(conv1|bn1)\.|^layer[1-4]\.\d+\.")
+BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+# every key a plain torchvision ResNet has: anything else under conv1/bn1/layerN is a variant (SE, SK, GN, ...)
+PLAIN_RESNET_KEY = re.compile(rf"^(conv1\.weight|bn1\.{BN})$|^layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{BN}|"
+                              rf"downsample\.0\.weight|downsample\.1\.{BN})$")
 
 
 class ConversionError(ValueError):
@@ -42,9 +46,11 @@ def read_weights(path: str | Path) -> tuple[dict, str]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path)), "safetensors state dict"
+            obj = load_file(str(path))
         except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
             raise ConversionError(f"cannot read {path}: {err}") from err
+        state, _ = unwrap(obj, str(path))
+        return state, "safetensors state dict"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001
@@ -82,6 +88,15 @@ def resnet_layout(state: dict) -> dict:
     if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
         sample = ", ".join(sorted(state)[:4])
         raise ConversionError(f"not a torchvision-layout ResNet (no conv1/layer1-4 weights; keys like {sample})")
+    variant = [k for k in state if RESNET_KEY.match(k) and not PLAIN_RESNET_KEY.match(k)]
+    if variant:
+        raise ConversionError(f"not a plain ResNet: {variant[:3]} have no place in Detectron2's ResNet (SE, SK, "
+                              "GroupNorm, ... variants: use the timm backbone, MODEL.BACKBONE.NAME build_timm_*)")
+    no_stats = [k for k in state if re.search(r"(^|\.)bn\d\.weight$|downsample\.1\.weight$", k)
+                and k.replace("weight", "running_var") not in state]
+    if no_stats:
+        raise ConversionError(f"normalisation layers without BatchNorm running statistics (e.g. {no_stats[0]}): "
+                              "Detectron2's FrozenBN needs them")
     stem = tuple(state["conv1.weight"].shape)
     if stem[1:] != (3, 7, 7):
         raise ConversionError(f"the stem conv1 is {stem}, not Detectron2's 7x7 ResNet stem (a CIFAR or deep-stem "

@@ -11,7 +11,7 @@ Registered in Detectron2's ``BACKBONE_REGISTRY`` when ``detection`` is imported:
 Keys (``MODEL.TIMM``, see ``config.add_keepaugment_config``): ``NAME``, ``PRETRAINED`` (timm hub,
 needs internet), ``CHECKPOINT`` (a classification checkpoint/export of ours or any state dict of that
 timm model; the classifier is ignored, any missing backbone weight is an error), ``OUT_FEATURES``,
-``FREEZE_AT`` (leading feature levels to freeze), ``NORM`` (FrozenBN | BN | SyncBN).
+``FREEZE_AT`` (leading levels of timm's ``feature_info`` to freeze: see ``config.py``), ``NORM`` (FrozenBN | BN | SyncBN).
 """
 
 from __future__ import annotations
@@ -33,12 +33,38 @@ logger = logging.getLogger(__name__)
 STRIDES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 
 
+def full_state_dict(name: str, path: str, in_chans: int = 3) -> dict:
+    """The weights of ``path`` as a complete state dict of timm model ``name`` (its classifier may be
+    missing or of any size: it is not used). A missing backbone weight is a :class:`WeightsError`."""
+    try:
+        state, kind = read_weights(path)
+    except (FileNotFoundError, ConversionError) as err:
+        raise WeightsError(f"MODEL.TIMM.CHECKPOINT: {err}") from err
+    model = timm.create_model(name, pretrained=False, in_chans=in_chans)
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(c + "." for c in classifier))}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(tuple(c + "." for c in classifier))]
+    if missing:
+        raise WeightsError(f"MODEL.TIMM.CHECKPOINT={path} ({kind}) lacks {len(missing)} weights of timm's {name}, "
+                           f"e.g. {missing[:5]}: is it a checkpoint of MODEL.TIMM.NAME?")
+    logger.info("MODEL.TIMM.CHECKPOINT %s (%s): not used by %s: %s", path, kind, name, result.unexpected_keys)
+    return model.state_dict()
+
+
 class TimmBackbone(Backbone):
     def __init__(self, name: str, out_features=("res2", "res3", "res4", "res5"), *, in_chans: int = 3,
                  pretrained: bool = False, checkpoint: str = "", freeze_at: int = 0, norm: str = "FrozenBN"):
         super().__init__()
+        # A checkpoint is checked against the whole model, then handed to timm, which loads it before
+        # wrapping the model for features_only (wrappers may rename modules, e.g. stages.0 -> stages_0).
+        weights = dict(pretrained=pretrained)
+        if checkpoint:
+            weights = dict(pretrained=True, pretrained_cfg_overlay=dict(state_dict=full_state_dict(name, checkpoint,
+                                                                                                  in_chans)))
         try:
-            self.body = timm.create_model(name, features_only=True, pretrained=pretrained, in_chans=in_chans)
+            self.body = timm.create_model(name, features_only=True, in_chans=in_chans, **weights)
         except Exception as err:  # noqa: BLE001 - unknown name, no features_only support, offline hub
             raise ValueError(f"MODEL.TIMM.NAME={name!r}: cannot build a timm features_only model ({err})") from err
         info = self.body.feature_info
@@ -50,8 +76,6 @@ class TimmBackbone(Backbone):
         self._out_features = list(out_features)
         self._out_feature_strides = {f: info.reduction()[i] for f, i in self._index.items()}
         self._out_feature_channels = {f: info.channels()[i] for f, i in self._index.items()}
-        if checkpoint:
-            self.load_checkpoint(checkpoint)
         if norm == "FrozenBN":
             self.body = freeze_batch_norm_2d(self.body)
         elif norm == "SyncBN":
@@ -59,21 +83,6 @@ class TimmBackbone(Backbone):
         elif norm not in ("BN", ""):
             raise ValueError(f"MODEL.TIMM.NORM={norm!r}: expected FrozenBN, BN or SyncBN")
         self.freeze(freeze_at)
-
-    def load_checkpoint(self, path: str) -> None:
-        try:
-            state, kind = read_weights(path)
-        except (FileNotFoundError, ConversionError) as err:
-            raise WeightsError(f"MODEL.TIMM.CHECKPOINT: {err}") from err
-        own = self.body.state_dict()
-        if not set(own) & set(state):  # feature wrappers that keep the model as an attribute
-            state = {"model." + k: v for k, v in state.items()}
-        result = self.body.load_state_dict(state, strict=False)
-        if result.missing_keys:
-            raise WeightsError(f"MODEL.TIMM.CHECKPOINT={path} ({kind}) lacks {len(result.missing_keys)} weights of the "
-                             f"timm backbone, e.g. {result.missing_keys[:5]}: is it a {self.body.__class__.__name__} "
-                             "of the configured MODEL.TIMM.NAME?")
-        logger.info("loaded %s (%s); not used by the backbone: %s", path, kind, result.unexpected_keys)
 
     def freeze(self, freeze_at: int) -> None:
         """Freeze the parameters computed before feature level ``freeze_at`` of timm's feature_info."""

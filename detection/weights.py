@@ -2,8 +2,9 @@
 
 Detectron2 only logs missing keys; a converted backbone that silently fails to match (wrong depth,
 wrong file) would then train from random initialisation. Here a weights file that is unreadable,
-converted from another depth, or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded is an
-error that names ``MODEL.WEIGHTS``.
+converted from another depth, or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded
+(or unused) is an error that names ``MODEL.WEIGHTS``. Loading goes through
+``DetectionCheckpointer.load`` (URLs, ``.pkl`` heuristics, ``.pth``), as Detectron2 itself does.
 """
 
 from __future__ import annotations
@@ -22,19 +23,6 @@ class WeightsError(ValueError):
     """MODEL.WEIGHTS is missing, unreadable or does not fit the model."""
 
 
-def read_checkpoint(checkpointer: DetectionCheckpointer, path: str) -> dict:
-    local = Path(path)
-    if "://" not in path and not local.is_file():
-        raise WeightsError(f"MODEL.WEIGHTS={path}: file not found (convert a backbone with tools/convert_det.py)")
-    try:
-        ckpt = checkpointer._load_file(path)
-    except Exception as err:  # noqa: BLE001 - any unpickling/decoding failure means a bad file
-        raise WeightsError(f"MODEL.WEIGHTS={path}: cannot read it ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise WeightsError(f"MODEL.WEIGHTS={path}: not a Detectron2 checkpoint (no 'model' dict)")
-    return ckpt
-
-
 def check_depth(ckpt: dict, cfg, path: str) -> None:
     made = ckpt.get("keepaugment", {})
     depth = made.get("depth")
@@ -43,20 +31,47 @@ def check_depth(ckpt: dict, cfg, path: str) -> None:
                            f"MODEL.RESNETS.DEPTH is {cfg.MODEL.RESNETS.DEPTH}")
 
 
+class StrictBackboneCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` whose model loading also checks the depth and the backbone keys."""
+
+    def __init__(self, model, cfg, path: str, **kwargs):
+        super().__init__(model, **kwargs)
+        self.cfg, self.path, self.report = cfg, path, None
+
+    def _load_model(self, checkpoint):
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+            raise WeightsError(f"MODEL.WEIGHTS={self.path}: not a Detectron2 checkpoint (no 'model' dict)")
+        check_depth(checkpoint, self.cfg, self.path)
+        backbone_only = "__author__" in checkpoint or checkpoint.get("matching_heuristics", False)
+        incompatible = super()._load_model(checkpoint)
+        missing = [k for k in incompatible.missing_keys if BACKBONE_KEY.search(k)]
+        unused = [k for k in incompatible.unexpected_keys if BACKBONE_KEY.search(k)]
+        if backbone_only and (missing or unused):
+            raise WeightsError(f"MODEL.WEIGHTS={self.path} leaves {len(missing)} backbone weights unloaded "
+                               f"(e.g. {missing[:4]}) and {len(unused)} unused (e.g. {unused[:4]}): is it a converted "
+                               "ResNet of this depth?")
+        self.report = {"missing": incompatible.missing_keys, "unexpected": incompatible.unexpected_keys,
+                       "missing_backbone": missing}
+        return incompatible
+
+
+def require_weights_file(path: str) -> None:
+    """A local weights file must exist (URLs are left to Detectron2's path manager)."""
+    if "://" not in path and not Path(path.split("?")[0]).is_file():
+        raise WeightsError(f"MODEL.WEIGHTS={path}: file not found (convert a backbone with tools/convert_det.py)")
+
+
 def load_weights(model, cfg, path: str | None = None) -> dict:
     """Load ``path`` (default ``cfg.MODEL.WEIGHTS``) into ``model``; returns the incompatible keys."""
-    path = cfg.MODEL.WEIGHTS if path is None else path
-    checkpointer = DetectionCheckpointer(model)
-    ckpt = read_checkpoint(checkpointer, path)
-    check_depth(ckpt, cfg, path)
-    backbone_only = "__author__" in ckpt or ckpt.get("matching_heuristics", False)
-    incompatible = checkpointer._load_model(ckpt)
-    missing = [k for k in incompatible.missing_keys if BACKBONE_KEY.search(k)]
-    if missing and backbone_only:
-        raise WeightsError(f"MODEL.WEIGHTS={path} leaves {len(missing)} backbone weights unloaded, e.g. {missing[:4]}: "
-                           "is it a converted ResNet of this depth?")
-    checkpointer._log_incompatible_keys(incompatible)
-    logger.info("loaded %s: %d missing (new heads), %d unused keys", path, len(incompatible.missing_keys),
-                len(incompatible.unexpected_keys))
-    return {"missing": incompatible.missing_keys, "unexpected": incompatible.unexpected_keys,
-            "missing_backbone": missing}
+    path = cfg.MODEL.WEIGHTS if path is None else str(path)
+    require_weights_file(path)
+    checkpointer = StrictBackboneCheckpointer(model, cfg, path)
+    try:
+        checkpointer.load(path, checkpointables=[])
+    except WeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling/decoding failure means a bad file
+        raise WeightsError(f"MODEL.WEIGHTS={path}: cannot load it ({type(err).__name__}: {err})") from err
+    logger.info("loaded %s: %d missing (new heads), %d unused keys", path, len(checkpointer.report["missing"]),
+                len(checkpointer.report["unexpected"]))
+    return checkpointer.report

@@ -16,6 +16,7 @@ Detectron2 has no official PyPI release (INSTALL.md: build from source). This sc
     python tools/install_detectron2.py                 # already installed -> nothing to do
     python tools/install_detectron2.py --mode fallback  # skip the GitHub attempt
     python tools/install_detectron2.py --force          # reinstall
+    DETECTRON2_INSTALL=fallback make test               # the mode for make (CI sets fallback)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -73,7 +75,13 @@ def install_from_source(source: str, timeout: float) -> bool:
 
 
 def index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    """pip's index: $PIP_INDEX_URL, else pip's configured global.index-url, else PyPI."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                             capture_output=True, text=True)
+        url = out.stdout.strip() if out.returncode == 0 else ""
+    return (url or "https://pypi.org/simple").rstrip("/")
 
 
 def fetch_sdist(dest: Path) -> Path:
@@ -87,7 +95,7 @@ def fetch_sdist(dest: Path) -> Path:
     if entry is None:
         raise RuntimeError(f"{wanted} is not listed at {url}")
     path = dest / wanted
-    with urllib.request.urlopen(entry["url"], timeout=300) as resp, open(path, "wb") as out:
+    with urllib.request.urlopen(urllib.parse.urljoin(url, entry["url"]), timeout=300) as resp, open(path, "wb") as out:
         shutil.copyfileobj(resp, out)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if "sha256" in entry.get("hashes", {}) and digest != entry["hashes"]["sha256"]:
@@ -144,7 +152,8 @@ def install_fallback() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("auto", "source", "fallback"), default="auto",
+    ap.add_argument("--mode", choices=("auto", "source", "fallback"),
+                    default=os.environ.get("DETECTRON2_INSTALL", "auto"),
                     help="auto: source, then fallback (default); source / fallback: only that path")
     ap.add_argument("--source", default=os.environ.get("DETECTRON2_SOURCE", OFFICIAL_SOURCE),
                     help="what to pip-install for the source path (default: the official GitHub repository)")

@@ -14,10 +14,13 @@ Several machines: ``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
 
 import torch
+from torch.multiprocessing import ProcessRaisedException
 
 # isort: off
 import detection  # noqa: F401  (first: compat shims for a Python-only detectron2, timm backbones)
@@ -30,7 +33,7 @@ from classification.config import ConfigError
 from detection.config import find_config, load_config
 from detection.data import DatasetError, check_datasets, register_coco_json
 from detection.engine import Trainer
-from detection.weights import WeightsError, load_weights
+from detection.weights import WeightsError, load_weights, require_weights_file
 
 
 def build_parser():
@@ -40,7 +43,9 @@ def build_parser():
     return parser
 
 
-def setup(args):
+def prepare(args):
+    """Datasets registered and checked, config loaded and checked: run in the launching process (so errors
+    are reported once and clearly) and again in every worker."""
     for name, json_file, image_root in args.dataset:
         register_coco_json(name, json_file, image_root)
     args.config_file = str(find_config(args.config_file))
@@ -48,13 +53,18 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("MODEL.DEVICE is cuda but no CUDA device is available: add MODEL.DEVICE=cpu")
     check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
-    cfg.freeze()
-    default_setup(cfg, args)
+    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if resuming or (args.eval_only and cfg.MODEL.WEIGHTS):
+        cfg.MODEL.TIMM.CHECKPOINT = ""  # the full checkpoint holds the timm backbone's weights too
+    if cfg.MODEL.WEIGHTS and not resuming:
+        require_weights_file(cfg.MODEL.WEIGHTS)
     return cfg
 
 
 def main(args):
-    cfg = setup(args)
+    cfg = prepare(args)
+    cfg.freeze()
+    default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         last = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)  # --resume: OUTPUT_DIR's last checkpoint
@@ -75,11 +85,15 @@ def run(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        prepare(copy.deepcopy(args))
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except (ConfigError, DatasetError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ProcessRaisedException as err:  # a worker of a multi-GPU run failed: its traceback is in err
+        print(f"error in a worker process:\n{err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -52,12 +52,12 @@ def test_corrupt_weights_file(tmp_path, tiny_datasets):
     cfg = load_config("faster_rcnn_R_50_FPN_3x.yaml", [*SMALL, f"MODEL.WEIGHTS={bad}"])
     from detectron2.modeling import build_model
 
-    with pytest.raises(WeightsError, match="corrupt.pkl: cannot read it"):
+    with pytest.raises(WeightsError, match="corrupt.pkl: cannot load it"):
         load_weights(build_model(cfg), cfg)
     out = train_det("--config-file", "faster_rcnn_R_50_FPN_3x.yaml", "--dataset", "tiny_train",
                     *tiny_paths(tiny_datasets, "train"), "--dataset", "tiny_val", *tiny_paths(tiny_datasets, "val"),
                     *SMALL, f"MODEL.WEIGHTS={bad}", f"OUTPUT_DIR={tmp_path}")
-    assert out.returncode == 2 and "MODEL.WEIGHTS=" in out.stderr and "cannot read it" in out.stderr
+    assert out.returncode == 2 and "MODEL.WEIGHTS=" in out.stderr and "cannot load it" in out.stderr
 
 
 def tiny_paths(names, split):
@@ -138,3 +138,19 @@ def test_more_gpus_than_visible_is_a_clear_error():
         pytest.skip("a machine with 64 GPUs")
     out = train_det("--config-file", "faster_rcnn_R_50_FPN_3x.yaml", "--num-gpus", "64")
     assert out.returncode == 2 and "--num-gpus 64 but" in out.stderr
+
+
+def test_evaluating_a_timm_detector_needs_only_its_full_checkpoint(tmp_path, tiny_datasets):
+    """--eval-only / --resume take every weight from the detector checkpoint: MODEL.TIMM.CHECKPOINT (the
+    classification backbone it started from) need not exist on the evaluating machine."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    train_det_module = __import__("train_det")
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    args = train_det_module.build_parser().parse_args([
+        "--config-file", "timm/faster_rcnn_timm_FPN_3x.yaml", "--eval-only", "MODEL.DEVICE=cpu",
+        f"MODEL.WEIGHTS={tmp_path / 'model_final.pth'}", 'DATASETS.TEST=("tiny_val",)', 'DATASETS.TRAIN=()'])
+    assert train_det_module.prepare(args).MODEL.TIMM.CHECKPOINT == ""
+    args = train_det_module.build_parser().parse_args([
+        "--config-file", "timm/faster_rcnn_timm_FPN_3x.yaml", "MODEL.DEVICE=cpu", 'DATASETS.TEST=("tiny_val",)',
+        'DATASETS.TRAIN=("tiny_train",)', f"MODEL.TIMM.CHECKPOINT={tmp_path / 'backbone.pth'}"])
+    assert train_det_module.prepare(args).MODEL.TIMM.CHECKPOINT.endswith("backbone.pth")  # training: kept

@@ -128,6 +128,9 @@ def test_depth_mismatch_is_an_error(tmp_path):
     (lambda: __import__("classification.models", fromlist=["x"]).create_model("cifar_resnet18").state_dict(),
      "not Detectron2's 7x7 ResNet stem"),
     (lambda: timm.create_model("resnet50d").state_dict(), "not a torchvision-layout ResNet"),
+    (lambda: timm.create_model("seresnet50").state_dict(), r"not a plain ResNet: \['layer1.0.se.fc1.weight'"),
+    (lambda: timm.create_model("skresnet18").state_dict(), "not a plain ResNet"),
+    (lambda: timm.create_model("resnet50_gn").state_dict(), "without BatchNorm running statistics"),
 ])
 def test_non_resnet_inputs_are_errors(make, match, tmp_path):
     torch.save(make(), tmp_path / "x.pth")
@@ -144,6 +147,15 @@ def test_unreadable_inputs(tmp_path):
     torch.save({"a": 1}, tmp_path / "notensors.pth")
     with pytest.raises(ConversionError, match="not a state dict"):
         read_weights(tmp_path / "notensors.pth")
+
+
+def test_safetensors_input(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {f"_orig_mod.{k}": v.contiguous() for k, v in torchvision.models.resnet50().state_dict().items()}
+    save_file(state, tmp_path / "r50.safetensors")  # torch.compile's prefix is stripped here too
+    report = convert(str(tmp_path / "r50.safetensors"), tmp_path / "r.pkl", depth=50)
+    assert report["kind"] == "safetensors state dict" and report["converted"] == 265
 
 
 def test_basic_block_depths_are_recognised():
