@@ -132,7 +132,7 @@ include = ["detectron2*"]
 namespaces = false
 
 [tool.setuptools.package-data]
-"detectron2.model_zoo" = ["configs/*.yaml", "configs/**/*.yaml"]
+"detectron2.model_zoo" = ["configs/**/*.yaml", "configs/**/*.py"]
 """
     )
     return project

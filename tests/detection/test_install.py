@@ -88,7 +88,7 @@ def test_fallback_stages_the_python_package_with_its_configs(tmp_path):
     assert (project / "detectron2" / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml").is_file()
     meta = (project / "pyproject.toml").read_text()
     assert 'name = "detectron2"' in meta and 'version = "0.6+pyonly"' in meta and '"pycocotools>=2.0.2"' in meta
-    assert '"detectron2.model_zoo" = ["configs/*.yaml", "configs/**/*.yaml"]' in meta
+    assert '"detectron2.model_zoo" = ["configs/**/*.yaml", "configs/**/*.py"]' in meta
     assert not (project / "setup.py").exists()  # the sdist's setup.py (C++ build) is not used
 
 
@@ -107,6 +107,7 @@ def test_installed_detectron2_carries_the_model_zoo_configs():
 
     for name in ("faster_rcnn_R_50_C4_3x", "faster_rcnn_R_101_FPN_3x", "retinanet_R_101_FPN_3x"):
         assert (model_zoo_config_dir() / "COCO-Detection" / f"{name}.yaml").is_file()
+    assert (model_zoo_config_dir() / "common" / "coco_schedule.py").is_file()  # LazyConfig files too
 
 
 def test_fallback_fetches_from_the_index_and_checks_the_hash(tmp_path, monkeypatch):
