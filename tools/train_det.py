@@ -91,6 +91,10 @@ def run(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # Detectron2's check for a non-finite loss or box
+        print(f"error: {err} Lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS; checkpoints already written to "
+              "OUTPUT_DIR are intact.", file=sys.stderr)
+        return 1
     except ProcessRaisedException as err:  # a worker of a multi-GPU run failed: its traceback is in err
         print(f"error in a worker process:\n{err}", file=sys.stderr)
         return 1
