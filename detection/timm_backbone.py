@@ -11,7 +11,8 @@ Registered in Detectron2's ``BACKBONE_REGISTRY`` when ``detection`` is imported:
 Keys (``MODEL.TIMM``, see ``config.add_keepaugment_config``): ``NAME``, ``PRETRAINED`` (timm hub,
 needs internet), ``CHECKPOINT`` (a classification checkpoint/export of ours or any state dict of that
 timm model; the classifier is ignored, any missing backbone weight is an error), ``OUT_FEATURES``,
-``FREEZE_AT`` (leading levels of timm's ``feature_info`` to freeze: see ``config.py``), ``NORM`` (FrozenBN | BN | SyncBN).
+``FREEZE_AT`` (leading levels of timm's ``feature_info`` to freeze: see ``config.py``), ``NORM``
+(FrozenBN | BN | SyncBN).
 """
 
 from __future__ import annotations
