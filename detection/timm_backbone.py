@@ -43,10 +43,9 @@ def full_state_dict(name: str, path: str, in_chans: int = 3) -> dict:
         raise WeightsError(f"MODEL.TIMM.CHECKPOINT: {err}") from err
     model = timm.create_model(name, pretrained=False, in_chans=in_chans)
     classifier = model.pretrained_cfg.get("classifier") or ()
-    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    state = {k: v for k, v in state.items() if not k.startswith(tuple(c + "." for c in classifier))}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(tuple(c + "." for c in classifier))]
+    head = tuple(c + "." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    result = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
     if missing:
         raise WeightsError(f"MODEL.TIMM.CHECKPOINT={path} ({kind}) lacks {len(missing)} weights of timm's {name}, "
                            f"e.g. {missing[:5]}: is it a checkpoint of MODEL.TIMM.NAME?")
