@@ -8,14 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cifar_resnet import BasicBlock
+from .stages import blocks_per_stage, make_stages
 
-class PadBlock(nn.Module):
+
+class PadBlock(BasicBlock):
+    """BasicBlock with a parameter-free shortcut: subsample, then zero-pad the new channels."""
+
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        super().__init__(in_planes, planes, stride, projection=False)
         self.stride, self.extra = stride, planes - in_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,18 +30,10 @@ class PadBlock(nn.Module):
 class CifarResNetA(nn.Module):
     def __init__(self, depth: int = 110, num_classes: int = 10) -> None:
         super().__init__()
-        if (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2, got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth, per_block=2, fixed=2)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        stages, in_planes = [], 16
-        for i, planes in enumerate((16, 32, 64)):
-            blocks = []
-            for j in range(n):
-                blocks.append(PadBlock(in_planes, planes, 2 if i > 0 and j == 0 else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, _ = make_stages(PadBlock, (16, 32, 64), n, in_planes=16)
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():

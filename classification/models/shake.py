@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stages import blocks_per_stage, make_stages, stride_of
+
 
 class _ShakeShake(torch.autograd.Function):
     @staticmethod
@@ -83,18 +85,10 @@ class ShakeBlock(nn.Module):
 class ShakeShakeNet(nn.Module):
     def __init__(self, depth: int = 26, width: int = 96, num_classes: int = 10) -> None:
         super().__init__()
-        if (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2, got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth, per_block=2, fixed=2)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        stages, in_planes = [], 16
-        for i, planes in enumerate((width, 2 * width, 4 * width)):
-            blocks = []
-            for j in range(n):
-                blocks.append(ShakeBlock(in_planes, planes, 2 if i > 0 and j == 0 else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = make_stages(ShakeBlock, (width, 2 * width, 4 * width), n, in_planes=16)
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(in_planes, num_classes)
 
@@ -125,9 +119,7 @@ class PyramidNet(nn.Module):
 
     def __init__(self, depth: int = 272, alpha: int = 200, num_classes: int = 10, p_last: float = 0.5) -> None:
         super().__init__()
-        if (depth - 2) % 9:
-            raise ValueError(f"depth must be 9n + 2 for bottleneck blocks, got {depth}")
-        n = (depth - 2) // 9
+        n = blocks_per_stage(depth, per_block=3, fixed=2)  # bottleneck blocks
         total, step, dim = 3 * n, alpha / (3 * n), 16.0
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -138,7 +130,7 @@ class PyramidNet(nn.Module):
                 dim += step
                 k += 1
                 planes = int(round(dim))
-                blocks.append(PyramidBottleneck(in_planes, planes, 2 if i > 0 and j == 0 else 1, p_last * k / total))
+                blocks.append(PyramidBottleneck(in_planes, planes, stride_of(i, j), p_last * k / total))
                 in_planes = planes * 4
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stages import blocks_per_stage, make_stages
+
 
 class WideBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
@@ -32,18 +34,10 @@ class WideBlock(nn.Module):
 class WideResNet(nn.Module):
     def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 10, dropout: float = 0.0) -> None:
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"depth must be 6n + 4, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_stage(depth, per_block=2, fixed=4)
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        stages, in_planes = [], 16
-        for i, planes in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                blocks.append(WideBlock(in_planes, planes, 2 if i > 0 and j == 0 else 1, dropout))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = make_stages(lambda i, p, s: WideBlock(i, p, s, dropout), widths, n, in_planes=16)
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(in_planes)
         self.fc = nn.Linear(in_planes, num_classes)
