@@ -128,11 +128,24 @@ class Lighting:
         return tuple((v.float() + shift).round().clamp(0, 255).to(torch.uint8) for v in views)
 
 
-class TrainView(Dataset):
+class _View(Dataset):
+    """A transformed view of a base dataset; unreadable images become ``CORRUPT`` if ``skip_corrupt``."""
+
+    def __init__(self, base, data_cfg) -> None:
+        self.base, self.skip = base, data_cfg.skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def load(self, i: int):
+        return load_or_skip(self.base, i, self.skip)
+
+
+class TrainView(_View):
     """Crop + flip (+ image-level augmentation) of a base dataset, as uint8 tensors."""
 
     def __init__(self, base, data_cfg, aug_cfg) -> None:
-        self.base, self.skip = base, data_cfg.skip_corrupt
+        super().__init__(base, data_cfg)
         size = data_cfg.image_size
         if data_cfg.imagenet_style:
             self.geometric = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
@@ -144,11 +157,8 @@ class TrainView(Dataset):
         self.pair = plan(aug_cfg.method).pair
         self.to_tensor = T.PILToTensor()
 
-    def __len__(self) -> int:
-        return len(self.base)
-
     def __getitem__(self, i: int):
-        loaded = load_or_skip(self.base, i, self.skip)
+        loaded = self.load(i)
         if loaded is CORRUPT:
             return CORRUPT
         img, label = loaded
@@ -164,20 +174,17 @@ class TrainView(Dataset):
         return (*views, label, i)
 
 
-class EvalView(Dataset):
+class EvalView(_View):
     """Deterministic evaluation view: identity (CIFAR) or Resize(size / 0.875) + CenterCrop (ImageNet)."""
 
     def __init__(self, base, data_cfg) -> None:
-        self.base, self.skip = base, data_cfg.skip_corrupt
+        super().__init__(base, data_cfg)
         size = data_cfg.image_size
         ops = [T.Resize(round(size / 0.875)), T.CenterCrop(size)] if data_cfg.imagenet_style else [T.CenterCrop(size)]
         self.transform = T.Compose([*ops, T.PILToTensor()])
 
-    def __len__(self) -> int:
-        return len(self.base)
-
     def __getitem__(self, i: int):
-        loaded = load_or_skip(self.base, i, self.skip)
+        loaded = self.load(i)
         if loaded is CORRUPT:
             return CORRUPT
         img, label = loaded

@@ -23,7 +23,7 @@ from core.saliency import unwrap_model
 
 from .augment import batch_augment, plan
 from .checkpoint import gather_rng_states, load_checkpoint, save_on_main
-from .config import save_config, to_dict
+from .config import to_dict
 from .data import build_datasets, collate
 from .distributed import all_reduce_sum
 from .metrics import RunLog, topk_correct
@@ -176,10 +176,7 @@ class Trainer(Runtime):
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
-        if resume:
-            self.resume()
-        if self.info.is_main:
-            save_config(self.cfg, self.out / "config.yaml")
+        self.start_fit(resume)
         metrics: dict = {}
         self.net.train()
         while self.epoch < self.cfg.train.epochs:

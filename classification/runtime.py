@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import restore_rng_states
+from .config import save_config
 from .distributed import init_distributed
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,6 +54,14 @@ class Runtime:
         self.step += 1
         for h in self.hooks:
             getattr(h, "after_step", lambda *a: None)(self, indices)
+
+    def start_fit(self, resume: bool) -> None:
+        """Resume from the run's ``last.pt`` if asked (the subclass's ``resume``); rank 0 writes the resolved
+        config to the run directory."""
+        if resume:
+            self.resume()
+        if self.info.is_main:
+            save_config(self.cfg, self.out / "config.yaml")
 
     def restore_progress(self, ckpt: dict) -> None:
         """Epoch, step and this rank's RNG states from a checkpoint; drop log rows written after it."""

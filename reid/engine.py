@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from classification.checkpoint import gather_rng_states, load_checkpoint, save_on_main
-from classification.config import save_config, to_dict
+from classification.config import to_dict
 from classification.distributed import all_reduce_sum, barrier
 from classification.metrics import RunLog
 from classification.runtime import Runtime
@@ -210,10 +210,7 @@ class ReidTrainer(Runtime):
         self.restore_progress(ckpt)
 
     def fit(self, resume: bool = False) -> dict:
-        if resume:
-            self.resume()
-        if self.info.is_main:
-            save_config(self.cfg, self.out / "config.yaml")
+        self.start_fit(resume)
         metrics: dict = {}
         while self.epoch < self.cfg.train.epochs:
             metrics = self.train_epoch()

@@ -87,15 +87,21 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="CIFAR-10 folder or the JPEG archive")
-    ap.add_argument("--cache", default="data/cifar10-jpeg", help="where an archive is extracted")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+def bench_parser(doc: str, presets: dict, cache: str, out: str) -> argparse.ArgumentParser:
+    """The options every fixed-budget benchmark takes (bench_cifar, bench_uda, bench_reid)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--data", required=True, help="the data folder or its archive")
+    ap.add_argument("--cache", default=cache, help="where an archive is extracted")
+    ap.add_argument("--preset", choices=sorted(presets), default="cpu")
     ap.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
-    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--out", default="outputs/bench_cifar")
+    ap.add_argument("--out", default=out)
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every arm")
+    return ap
+
+
+def main() -> None:
+    ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_cifar")
+    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     args = ap.parse_args()
     preset = PRESETS[args.preset]
     root = cifar_root(args.data, args.cache)

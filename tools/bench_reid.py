@@ -11,14 +11,13 @@ given: the figures compare the two arms, not the paper's absolute numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 from pathlib import Path
 
 import torch
-from bench_cifar import folder_or_extracted
+from bench_cifar import bench_parser, folder_or_extracted
 
 from classification.config import load_config
 from reid.engine import ReidTrainer
@@ -43,14 +42,7 @@ def market_root(data: str, cache: str) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--cache", default="data")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--seeds", type=int)
-    ap.add_argument("--out", default="outputs/bench_reid")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = bench_parser(__doc__, PRESETS, cache="data", out="outputs/bench_reid").parse_args()
     preset, root, out = PRESETS[args.preset], market_root(args.data, args.cache), Path(args.out)
     results: dict[str, list[dict]] = {}
     for seed in range(args.seeds or preset["seeds"]):

@@ -10,14 +10,13 @@ mask rate and images/s, as a table and JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 from pathlib import Path
 
 import torch
-from bench_cifar import cifar_root, mean_std
+from bench_cifar import bench_parser, cifar_root, mean_std
 
 from classification.config import load_config
 from classification.uda import SemiConfig, UDATrainer
@@ -38,14 +37,7 @@ PRESETS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--cache", default="data/cifar10-jpeg")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--seeds", type=int)
-    ap.add_argument("--out", default="outputs/bench_uda")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    args = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_uda").parse_args()
     preset = PRESETS[args.preset]
     root, out = cifar_root(args.data, args.cache), Path(args.out)
     results: dict[str, list[dict]] = {}

@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 
-from classification.config import ConfigError, load_config
+from cli_common import fit_and_report, load_or_report
+
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
@@ -37,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.config:
         ap.error("a config file is required")
-    try:
-        cfg = load_config(ClsConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_or_report(ClsConfig, args.config, args.overrides)
+    if cfg is None:
         return 2
     trainer = Trainer(cfg)
     if args.eval_only:
@@ -49,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.resume(args.checkpoint)
         print(json.dumps(trainer.evaluate()))
         return 0
-    metrics = trainer.fit(resume=args.resume)
-    if trainer.info.is_main:
-        print(json.dumps({"epoch": trainer.epoch, **metrics}))
-    return 0
+    return fit_and_report(trainer, args.resume)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from classification.config import ConfigError, load_config
+from cli_common import fit_and_report, load_or_report
+
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 
@@ -26,10 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
     ap.add_argument("--out", help="JSON file for --eval-only metrics (default <output_dir>/eval.json)")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(ReidConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_or_report(ReidConfig, args.config, args.overrides)
+    if cfg is None:
         return 2
     trainer = ReidTrainer(cfg)
     if args.eval_only:
@@ -43,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(metrics, indent=2))
             print(json.dumps(metrics))
         return 0
-    metrics = trainer.fit(resume=args.resume)
-    if trainer.info.is_main:
-        print(json.dumps({"epoch": trainer.epoch, **metrics}))
-    return 0
+    return fit_and_report(trainer, args.resume)
 
 
 if __name__ == "__main__":

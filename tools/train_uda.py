@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from classification.config import ConfigError, load_config
+from cli_common import fit_and_report, load_or_report
+
 from classification.uda import SemiConfig, UDATrainer
 
 
@@ -20,16 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
     ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pt")
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(SemiConfig, args.config, args.overrides)
-    except (ConfigError, ValueError) as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = load_or_report(SemiConfig, args.config, args.overrides, errors=(ValueError,))  # ConfigError is one
+    if cfg is None:
         return 2
-    trainer = UDATrainer(cfg)
-    metrics = trainer.fit(resume=args.resume)
-    if trainer.info.is_main:
-        print(json.dumps({"step": trainer.step, **metrics}))
-    return 0
+    return fit_and_report(UDATrainer(cfg), args.resume, counter="step")
 
 
 if __name__ == "__main__":
