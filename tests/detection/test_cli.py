@@ -55,15 +55,15 @@ def test_corrupt_weights_file(tmp_path, tiny_datasets):
     with pytest.raises(WeightsError, match="corrupt.pkl: cannot load it"):
         load_weights(build_model(cfg), cfg)
     out = train_det("--config-file", "faster_rcnn_R_50_FPN_3x.yaml", "--dataset", "tiny_train",
-                    *tiny_paths(tiny_datasets, "train"), "--dataset", "tiny_val", *tiny_paths(tiny_datasets, "val"),
+                    *tiny_paths("tiny_train"), "--dataset", "tiny_val", *tiny_paths("tiny_val"),
                     *SMALL, f"MODEL.WEIGHTS={bad}", f"OUTPUT_DIR={tmp_path}")
     assert out.returncode == 2 and "MODEL.WEIGHTS=" in out.stderr and "cannot load it" in out.stderr
 
 
-def tiny_paths(names, split):
+def tiny_paths(name):
     from detectron2.data import MetadataCatalog
 
-    meta = MetadataCatalog.get(f"tiny_{split}")
+    meta = MetadataCatalog.get(name)
     return [meta.json_file, meta.image_root]
 
 
