@@ -136,7 +136,12 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as err:  # a validate() check names its key: report it as a config error
+            raise ConfigError(str(err)) from None
     return cfg
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import datasets
 from torchvision import transforms as T
 
 from .augment import image_transform, plan
+from .device_data import DeviceLoader, decode_all
 from .sample import SAMPLE, load_image_archive
 
 CORRUPT = object()  # marker returned in place of an unreadable item when skipping
@@ -219,3 +220,108 @@ def build_datasets(cfg):
     train = limit(TrainView(train_base, cfg.data, cfg.aug), cfg.data.limit_train)
     val = limit(EvalView(val_base, cfg.data), cfg.data.limit_val)
     return train, val, train_base.classes
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one item's random draws: a function of (seed, epoch, dataset index) only."""
+    return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1)
+
+
+class EpochSeeded(Dataset):
+    """Items fetched as ``(index, epoch)``: each item's random crop / flip / AutoAugment draws come from the
+    global torch RNG seeded by :func:`item_seed` (and restored afterwards), so an epoch's augmentation does
+    not depend on which worker loads an item or on how long the workers have lived (``persistent_workers``):
+    a resumed run sees exactly the images of an uninterrupted one."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler that yields ``(index, epoch)`` for :class:`EpochSeeded`."""
+
+    def __iter__(self):
+        return ((i, self.epoch) for i in super().__iter__())
+
+
+class WorkerLoader:
+    """The DataLoader-worker path: PIL transforms per item, batches ``(tensors, n_skipped)``."""
+
+    def __init__(self, dataset: Dataset, cfg, device: torch.device, info) -> None:
+        self.sampler = EpochSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.train.seed,
+                                    drop_last=info.distributed)
+        self.loader = DataLoader(EpochSeeded(dataset, cfg.train.seed), cfg.data.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.data.workers, collate_fn=collate,
+                                 pin_memory=device.type == "cuda", persistent_workers=cfg.data.workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def worker_loader(dataset: Dataset, cfg, device: torch.device, info) -> WorkerLoader:
+    return WorkerLoader(dataset, cfg, device, info)
+
+
+def use_device_loader(cfg, device: torch.device) -> bool:
+    """``data.loader``: ``device`` / ``workers`` as asked; ``auto`` = device-resident on CUDA when the config
+    allows it (:func:`~classification.schema.device_loader_blocker`), workers otherwise."""
+    from .schema import device_loader_blocker
+
+    if cfg.data.loader == "auto":
+        return device.type == "cuda" and not device_loader_blocker(cfg)
+    return cfg.data.loader == "device"
+
+
+class _DeviceBatches:
+    """A :class:`~classification.device_data.DeviceLoader` yielding the worker path's ``(tensors, 0)``."""
+
+    def __init__(self, loader: DeviceLoader, skipped: list[str]) -> None:
+        self.loader, self.skipped = loader, skipped
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return ((list(batch), 0) for batch in self.loader)
+
+
+def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool) -> _DeviceBatches:
+    """The split of ``dataset`` (a train or eval view, possibly limited) decoded once and kept on ``device``."""
+    indices = list(range(len(dataset)))
+    if isinstance(dataset, Subset):
+        indices, dataset = list(dataset.indices), dataset.dataset
+    images, labels, names, bad = decode_all(dataset.base, indices, cfg.data.skip_corrupt)
+    if bad and info.is_main:
+        print(f"data.loader=device: skipped {len(bad)} unreadable image(s): {', '.join(bad[:10])}"
+              f"{' ...' if len(bad) > 10 else ''}")
+    size = cfg.data.image_size
+    if tuple(images.shape[2:]) != (size, size):
+        raise ValueError(f"data.loader=device keeps images as stored: they are {tuple(images.shape[2:])} but "
+                         f"data.image_size is {size}; use data.loader=workers")
+    if train:
+        loader = DeviceLoader(images.to(device), labels.to(device), cfg.data.batch_size, train=True,
+                              pad=cfg.data.pad, seed=cfg.train.seed, rank=info.rank, world=info.world_size,
+                              drop_last=info.distributed, names=names)
+    else:  # every world-th image, in order (as the worker path's Subset shard)
+        shard = slice(info.rank, None, info.world_size)
+        loader = DeviceLoader(images[shard].to(device), labels[shard].to(device), cfg.data.batch_size,
+                              train=False, names=names[shard])
+    return _DeviceBatches(loader, bad)

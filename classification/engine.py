@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from core import EarlyHead
 from core.saliency import unwrap_model
@@ -24,7 +24,7 @@ from core.saliency import unwrap_model
 from .augment import batch_augment, plan
 from .checkpoint import gather_rng_states, load_checkpoint, save_on_main
 from .config import to_dict
-from .data import build_datasets, collate
+from .data import build_datasets, collate, device_loader, use_device_loader, worker_loader
 from .distributed import all_reduce_sum
 from .metrics import RunLog, topk_correct
 from .models import create_model, early_hook_point
@@ -74,12 +74,10 @@ class Trainer(Runtime):
         if cfg.model.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # per-rank streams from here on
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1000 * self.info.rank + 1)
+        self.generator = self.new_generator(cfg.train.seed + 1000 * self.info.rank + 1)
         self.keep = batch_augment(cfg.aug, cfg.model.num_classes, self.head)
         self.pair = plan(cfg.aug.method).pair
         self.steps_per_epoch = self.build_data()
-        shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
-        self.val_loader = DataLoader(shard, cfg.data.batch_size, num_workers=cfg.data.workers, collate_fn=collate)
         lr = cfg.optim.lr
         if cfg.optim.lr_reference_batch:
             lr *= cfg.data.batch_size * self.info.world_size / cfg.optim.lr_reference_batch
@@ -97,16 +95,24 @@ class Trainer(Runtime):
 
     # -- pieces ------------------------------------------------------------------------------------
     def build_data(self) -> int:
-        """Datasets and the train loader; returns the number of steps per epoch."""
+        """Datasets and the train loader (device-resident or DataLoader workers, ``data.loader``); returns the
+        number of steps per epoch."""
         cfg = self.cfg
         self.train_set, self.val_set, self.classes = build_datasets(cfg)
-        self.sampler = DistributedSampler(self.train_set, self.info.world_size, self.info.rank, shuffle=True,
-                                          seed=cfg.train.seed, drop_last=self.info.distributed)
-        self.loader = DataLoader(self.train_set, cfg.data.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.workers, collate_fn=collate,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
+        self.device_data = use_device_loader(cfg, self.device)
+        if self.device_data:
+            self.loader = device_loader(self.train_set, cfg, self.device, self.info, train=True)
+            self.val_loader = device_loader(self.val_set, cfg, self.device, self.info, train=False)
+        else:
+            self.loader = worker_loader(self.train_set, cfg, self.device, self.info)
+            self.val_loader = self.worker_val_loader()
         steps = len(self.loader)
         return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
+
+    def worker_val_loader(self) -> DataLoader:
+        """This rank's share of the validation set (every world-th image) through DataLoader workers."""
+        shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
+        return DataLoader(shard, self.cfg.data.batch_size, num_workers=self.cfg.data.workers, collate_fn=collate)
 
     def train_step(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; returns (loss, number of top-1 hits on the original labels)."""
@@ -177,6 +183,7 @@ class Trainer(Runtime):
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         self.start_fit(resume)
+        self.start_checks()
         metrics: dict = {}
         self.net.train()
         while self.epoch < self.cfg.train.epochs:
@@ -195,34 +202,42 @@ class Trainer(Runtime):
         return metrics
 
     def train_epoch(self) -> dict:
-        self.sampler.set_epoch(self.epoch)
-        totals = torch.zeros(3, device=self.device)  # loss sum, hits, images
-        skipped, t0 = 0, time.perf_counter()
-        bar = self.progress_bar()
+        self.loader.set_epoch(self.epoch)
+        self.totals = torch.zeros(3, device=self.device)  # this rank's loss sum, hits, images
+        skipped, self.epoch_start = 0, time.perf_counter()
+        self.bar = self.progress_bar()
         for i, (tensors, n_skipped) in enumerate(self.loader):
             if i >= self.steps_per_epoch:
                 break
             skipped += n_skipped
             if tensors is None:
                 continue
-            loss, hits = self.train_step(tensors)
-            n = len(tensors[-1])
-            checked = all_reduce_sum(torch.stack([loss * n, hits.float(), loss.new_tensor(float(n))]), self.info)
-            self.finish_step(checked[0], i + 1, tensors[-1])
-            totals += checked
-            if not bar.disable and (bar.n % 10 == 0 or bar.n + 1 == self.steps_per_epoch):
-                loss_avg, acc = (totals[0] / totals[2]).item(), (100 * totals[1] / totals[2]).item()
-                rate = totals[2].item() / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc:.1f}", img_s=f"{rate:.0f}")
-            if self.log.tb is not None and self.step % 10 == 0:
-                self.log.scalar("train/loss", loss.item(), self.step)
-            bar.update()
-        bar.close()
-        seconds = time.perf_counter() - t0
-        skipped = int(all_reduce_sum(torch.tensor(skipped, device=self.device), self.info).item())
+            self.step_batch(tensors)
+            self.bar.update()
+        self.check_point()
+        self.bar.close()
+        seconds = time.perf_counter() - self.epoch_start
+        totals = all_reduce_sum(torch.cat([self.totals, self.totals.new_full((1,), skipped)]), self.info)
+        loss_sum, hits, n, skipped = totals.tolist()
         if skipped and self.info.is_main:
-            print(f"epoch {self.epoch + 1}: skipped {skipped} unreadable image(s)")
-        loss_sum, hits, n = totals.tolist()
+            print(f"epoch {self.epoch + 1}: skipped {int(skipped)} unreadable image(s)")
         return {"train_loss": loss_sum / max(n, 1), "train_top1": 100 * hits / max(n, 1),
                 "lr": self.optimizer.param_groups[0]["lr"], "img_s": n / seconds, "seconds": seconds,
-                "skipped": skipped}
+                "skipped": int(skipped)}
+
+    def step_batch(self, tensors: list[torch.Tensor]) -> None:
+        """One loop iteration: the step, this rank's running sums, the bookkeeping - no host sync."""
+        loss, hits = self.train_step(tensors)
+        self.totals[0] += loss.float() * len(tensors[-1])
+        self.totals[1] += hits
+        self.totals[2] += len(tensors[-1])
+        self.finish_step(loss, tensors[-1])
+
+    def refresh_progress(self) -> None:
+        """This rank's running loss / accuracy / images per second on the bar (at check points only)."""
+        if self.bar.disable:
+            return
+        loss_sum, hits, n = self.totals.tolist()
+        rate = n / max(time.perf_counter() - self.epoch_start, 1e-9)
+        self.bar.set_postfix(loss=f"{loss_sum / max(n, 1):.3f}", acc=f"{100 * hits / max(n, 1):.1f}",
+                             img_s=f"{rate:.0f}")

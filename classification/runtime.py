@@ -32,6 +32,10 @@ class Runtime:
         self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
 
+    def new_generator(self, seed: int) -> torch.Generator:
+        """The trainer's generator for the device-side random draws (KeepAugment boxes)."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` from the loader -> normalised float on the device."""
         x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
@@ -45,15 +49,47 @@ class Runtime:
         return tqdm(total=self.steps_per_epoch, desc=f"{unit_name} {self.epoch + 1}/{self.cfg.train.epochs}",
                     unit="step", disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
 
-    def finish_step(self, loss: torch.Tensor, batch: int, indices) -> None:
-        """After an optimisation step: stop on a non-finite (all-reduced) loss, count the step, run
-        the hooks' ``after_step(trainer, indices)``."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, "
-                                     f"batch {batch}); stopping; the last good checkpoint is {self.out / 'last.pt'}")
+    def start_checks(self) -> None:
+        """Reset the device-side bookkeeping that :meth:`finish_step` fills and :meth:`check_point` reads."""
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.pending_scalars: list[tuple[int, torch.Tensor]] = []
+
+    def finish_step(self, loss: torch.Tensor, indices) -> None:
+        """After an optimisation step, without waiting for the device: note the first step whose loss is
+        non-finite (on the device), count the step, run the hooks' ``after_step(trainer, indices)``, and
+        every ``train.check_every`` steps read the device (:meth:`check_point`)."""
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), self.step + 1, self.first_bad_step)
         self.step += 1
+        if self.log.tb is not None and self.step % 10 == 0:
+            self.pending_scalars.append((self.step, loss.detach().float()))
         for h in self.hooks:
             getattr(h, "after_step", lambda *a: None)(self, indices)
+        if self.step % self.cfg.train.check_every == 0:
+            self.check_point()
+
+    def check_point(self) -> None:
+        """The one place a training epoch waits for the device (every ``train.check_every`` steps and at the
+        epoch end): stop if any rank saw a non-finite loss since the start, write the pending TensorBoard
+        scalars, refresh the progress bar. The weights of up to ``check_every - 1`` steps after a bad one
+        are discarded with the process; ``last.pt`` (written at epoch ends, after a check) stays good."""
+        never = 2**62
+        first = torch.where(self.first_bad_step < 0, never, self.first_bad_step)
+        if self.info.distributed:  # the earliest bad step of any rank
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        bad_step = int(first)
+        if bad_step != never:
+            raise FloatingPointError(f"non-finite loss at step {bad_step} (epoch {self.epoch + 1}); stopping; "
+                                     f"the last good checkpoint is {self.out / 'last.pt'}")
+        if self.pending_scalars:
+            values = torch.stack([v for _, v in self.pending_scalars]).tolist()
+            for (step, _), value in zip(self.pending_scalars, values):
+                self.log.scalar("train/loss", value, step)
+            self.pending_scalars.clear()
+        self.refresh_progress()
+
+    def refresh_progress(self) -> None:
+        """Subclasses show their running averages on the progress bar here (read at check points only)."""
 
     def start_fit(self, resume: bool) -> None:
         """Resume from the run's ``last.pt`` if asked (the subclass's ``resume``); rank 0 writes the resolved

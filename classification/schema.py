@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .augment import METHODS
+from .augment import METHODS, plan
+
+LOADERS = ("auto", "device", "workers")
 
 CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]  # Cutout / CutMix-PyTorch CIFAR normalisation
 CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
@@ -31,6 +33,7 @@ class DataConfig:
     imagenet_style: bool = False  # RandomResizedCrop + ColorJitter 0.4 + PCA lighting; val Resize + CenterCrop
     batch_size: int = 128  # per process
     workers: int = 4
+    loader: str = "auto"  # auto | device | workers: device-resident data (CIFAR-sized) or DataLoader workers
     mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
     std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
     skip_corrupt: bool = False  # skip unreadable images (counted per epoch) instead of stopping
@@ -42,6 +45,8 @@ class DataConfig:
             raise ValueError(f"data.dataset must be cifar10, imagefolder or sample, got {self.dataset!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("data.mean and data.std need 3 values")
+        if self.loader not in LOADERS:
+            raise ValueError(f"data.loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
 
 
 @dataclass
@@ -103,10 +108,13 @@ class TrainConfig:
     stop_after_epoch: int = 0  # end this process after that epoch (time-limited jobs; resume later)
     tensorboard: bool = True
     progress: bool = True
+    check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
 
     def validate(self) -> None:
         if self.amp not in ("", "bf16", "fp16"):
             raise ValueError(f"train.amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.check_every < 1:
+            raise ValueError(f"train.check_every must be >= 1, got {self.check_every}")
 
 
 @dataclass
@@ -117,3 +125,19 @@ class ClsConfig:
     aug: AugConfig = field(default_factory=AugConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        blocker = device_loader_blocker(self)
+        if self.data.loader == "device" and blocker:
+            raise ValueError(f"data.loader=device cannot be used with {blocker}; use data.loader=workers (or auto)")
+
+
+def device_loader_blocker(cfg) -> str:
+    """Why the device-resident loader cannot serve this config ("" if it can): it does crop + flip only,
+    so per-image PIL augmentation (AutoAugment / RandAugment, the ImageNet pipeline) needs workers."""
+    if cfg.data.imagenet_style:
+        return "data.imagenet_style=true (RandomResizedCrop, ColorJitter and lighting run per image)"
+    image_op = plan(cfg.aug.method).image_op
+    if image_op:
+        return f"aug.method={cfg.aug.method} ({image_op} runs per image on PIL in the workers)"
+    return ""

@@ -38,6 +38,7 @@ class SemiConfig(ClsConfig):
     uda: UDAConfig = field(default_factory=UDAConfig)
 
     def validate(self) -> None:
+        super().validate()
         if self.aug.method not in ("randaugment", "keep_randaugment"):
             raise ValueError(f"aug.method must be randaugment or keep_randaugment for UDA, got {self.aug.method!r}")
         if self.aug.method.startswith("keep_") and self.aug.saliency_target != "max_logit":
@@ -107,6 +108,7 @@ class UDATrainer(Trainer):
         self.train_set = self.labelled_set
         val_base = base_dataset(cfg.data, cfg.data.val_split)
         self.val_set, self.classes = limit(EvalView(val_base, cfg.data), cfg.data.limit_val), val_base.classes
+        self.val_loader = self.worker_val_loader()
         if not cfg.train.max_steps_per_epoch:
             raise ValueError("train.max_steps_per_epoch sets the UDA round length (steps between evaluations)")
         return cfg.train.max_steps_per_epoch
@@ -114,16 +116,17 @@ class UDATrainer(Trainer):
     def loaders(self):
         cfg, b = self.cfg, self.cfg.data.batch_size
         w, r, seed = self.info.world_size, self.info.rank, cfg.train.seed
-        sup = DataLoader(self.labelled_set, b, num_workers=cfg.data.workers, collate_fn=collate,
+        pin = self.device.type == "cuda"
+        sup = DataLoader(self.labelled_set, b, num_workers=cfg.data.workers, collate_fn=collate, pin_memory=pin,
                          sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
         ub = b * cfg.uda.unsup_ratio
-        unsup = DataLoader(self.unlabelled_set, ub, num_workers=cfg.data.workers, collate_fn=collate,
+        unsup = DataLoader(self.unlabelled_set, ub, num_workers=cfg.data.workers, collate_fn=collate, pin_memory=pin,
                            sampler=StepSampler(len(self.unlabelled_set), ub, r, w, seed + 1, self.step))
         return zip(sup, unsup)
 
     def uda_step(self, labelled: list[torch.Tensor], unlabelled: list[torch.Tensor]) -> torch.Tensor:
         cfg = self.cfg
-        x_l, y = self.normalize(labelled[0]), labelled[1].to(self.device)
+        x_l, y = self.normalize(labelled[0]), labelled[1].to(self.device, non_blocking=True)
         clean, strong = self.normalize(unlabelled[0]), self.normalize(unlabelled[1])
         if self.keep is not None:
             with self.autocast():
@@ -142,28 +145,32 @@ class UDATrainer(Trainer):
         self.scaler.update()
         self.scheduler.step()
         hits = (logits[:n_l].argmax(1) == y).sum().float()
-        return torch.stack([loss.detach(), sup.detach(), cons.detach(), mask_rate, hits, y.new_tensor(n_l).float()])
+        return torch.stack([loss.detach(), sup.detach(), cons.detach(), mask_rate, hits, torch.full_like(hits, n_l)])
 
     def train_epoch(self) -> dict:
-        totals, done = torch.zeros(6, device=self.device), 0
-        t0 = time.perf_counter()
-        bar = self.progress_bar("round")
+        self.totals, self.done = torch.zeros(6, device=self.device), 0  # this rank's sums over the round
+        self.epoch_start = time.perf_counter()
+        self.bar = self.progress_bar("round")
         for i, ((lab, _), (unl, _)) in enumerate(self.loaders()):
             if i >= self.steps_per_epoch:
                 break
-            stats = all_reduce_sum(self.uda_step(lab, unl), self.info) / self.info.world_size
-            self.finish_step(stats[0], i + 1, unl[-1])
-            done += 1
-            totals += stats
-            if done % 10 == 1 and not bar.disable:
-                avg = (totals / done).tolist()
-                bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")
-            bar.update()
-        bar.close()
-        n = max(1, done)
-        loss, sup, cons, mask, hits, count = totals.tolist()
-        seconds = time.perf_counter() - t0
+            stats = self.uda_step(lab, unl)
+            self.totals += stats
+            self.done += 1
+            self.finish_step(stats[0], unl[-1])
+            self.bar.update()
+        self.check_point()
+        self.bar.close()
+        n = max(1, self.done)
+        loss, sup, cons, mask, hits, count = (all_reduce_sum(self.totals, self.info) / self.info.world_size).tolist()
+        seconds = time.perf_counter() - self.epoch_start
         return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,
                 "train_top1": 100 * hits / max(count, 1), "lr": self.optimizer.param_groups[0]["lr"],
                 "img_s": n * self.cfg.data.batch_size * (1 + 2 * self.cfg.uda.unsup_ratio) / seconds,
                 "seconds": seconds}
+
+    def refresh_progress(self) -> None:
+        if self.bar.disable or not self.done:
+            return
+        avg = (self.totals / self.done).tolist()
+        self.bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")

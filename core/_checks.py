@@ -1,10 +1,14 @@
 """Argument validation shared by the `core` functions.
 
 Every check raises ``ValueError`` naming the offending argument. Checks look only at shapes,
-dtypes and Python scalars, so they never synchronise with the device.
+dtypes and Python scalars, so they never synchronise with the device; checks of tensor *values*
+(:func:`check_values`) raise at once on the CPU and are asynchronous device asserts elsewhere.
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 
@@ -24,26 +28,51 @@ def check_maps(s: torch.Tensor, name: str = "saliency") -> None:
         raise ValueError(f"{name} must have shape (B, H, W), got {shape}")
     if not s.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {s.dtype}")
+    if 0 in s.shape:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(s.shape)}")
+
+
+def check_values(ok: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless the bool tensor ``ok`` is all True. On the CPU this is
+    immediate; on an accelerator it is an asynchronous device assert (a host-side check would
+    synchronise), which fails the next synchronising call."""
+    if ok.device.type == "cpu":
+        if not bool(ok.all()):
+            raise ValueError(message)
+    else:
+        torch._assert_async(ok.all(), message)
 
 
 def check_finite(s: torch.Tensor, name: str = "saliency") -> None:
-    """Non-finite values are an error. On the CPU this raises ``ValueError`` at once; on an
-    accelerator it is an asynchronous device assert (a host-side check would synchronise)."""
-    if s.device.type == "cpu":
-        if not bool(torch.isfinite(s).all()):
-            raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
-    else:
-        torch._assert_async(torch.isfinite(s).all(), f"{name} contains non-finite values (NaN or Inf)")
+    """Non-finite values are an error (see :func:`check_values` for when it is raised)."""
+    check_values(torch.isfinite(s), f"{name} contains non-finite values (NaN or Inf)")
+
+
+def check_int(value, name: str) -> int:
+    """An integer argument: any ``numbers.Integral`` but bool (so numpy integers too), as an ``int``.
+    Floats are rejected even when integral (16.0), so a computed size is never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
 
 
 def check_tau(tau: float, name: str = "tau") -> None:
-    if not isinstance(tau, (int, float)) or not 0.0 <= float(tau) <= 1.0:
+    """A probability / quantile: any real number but bool (numpy scalars too) in [0, 1]; NaN is rejected."""
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or math.isnan(tau) or not 0.0 <= tau <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}")
 
 
 def check_batch(n: int, expected: int, name: str) -> None:
     if n != expected:
         raise ValueError(f"{name} has batch size {n}, expected {expected}")
+
+
+def check_batched(t: torch.Tensor, expected: int, name: str) -> None:
+    """``t`` is a tensor with a leading batch dimension of size ``expected``."""
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        shape = "a 0-d tensor" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a torch.Tensor with a batch dimension, got {shape}")
+    check_batch(t.shape[0], expected, name)
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

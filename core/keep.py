@@ -14,17 +14,18 @@ deterministic given them.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import ops
-from ._checks import check_batch, check_images, check_range, check_tau
+from ._checks import check_batch, check_batched, check_images, check_range, check_tau
 from .policy import random_boxes, selective_boxes
-from .regions import as_sizes
 from .saliency import TARGETS, saliency_map
 from .sampling import sample_cutmix_sizes, sample_erasing_sizes
+from .sizes import as_sizes, check_sizes_fit, parse_size
 
 OPS = ("cutout", "erasing", "cutmix", "paste")
 _PLACEMENT = {"cutout": "clip", "erasing": "inside", "cutmix": "clip", "paste": "clip"}
@@ -56,10 +57,11 @@ class KeepAugment:
 
     Args:
         op: ``"cutout"``, ``"erasing"`` (Random Erasing), ``"cutmix"`` or ``"paste"``.
-        size: region side(s) for cutout and paste (16 by default, the CIFAR Cutout length); erasing
-            and cutmix draw a size per image and take no ``size``.
+        size: region side(s) for cutout and paste (16 by default, the CIFAR Cutout length): an integer
+            or an ``(h, w)`` pair of integers (numpy integers too; floats such as ``16.0`` are an error),
+            at most the image size; erasing and cutmix draw a size per image and take no ``size``.
         selective: False gives the plain op (uniform region, no saliency pass).
-        tau: threshold quantile in [0, 1].
+        tau: threshold quantile in [0, 1] (any real number, numpy scalars too).
         target: saliency from the ``"label"`` logit or the ``"max_logit"`` (unlabelled data).
         low_res: compute the saliency at ``low_res_factor`` resolution (bicubic).
         early_head: an :class:`~core.early_head.EarlyHead`; saliency from its logits.
@@ -97,6 +99,8 @@ class KeepAugment:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
         if op in ("erasing", "cutmix") and size is not None:
             raise ValueError(f"size is drawn per image for op={op!r}; do not pass size")
+        if size is not None:
+            size = _static_size(size)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         check_tau(tau)
@@ -111,10 +115,31 @@ class KeepAugment:
         self.size = 16 if size is None and op in ("cutout", "paste") else size
         self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
         self.saliency_dtype = saliency_dtype
-        self.p, self.fill = float(p), fill
+        self.p, self.fill = float(p), fill  # the fill setter also empties the fill cache
         self.erasing_area, self.erasing_ratio = tuple(erasing_area), tuple(erasing_ratio)
         self.erasing_log_ratio, self.erasing_attempts = erasing_log_ratio, erasing_attempts
         self.cutmix_beta, self.num_classes = float(cutmix_beta), num_classes
+
+    @property
+    def fill(self):
+        """The op's fill (None = the op's default); the tensor built from it is cached per device and dtype."""
+        return self._fill
+
+    @fill.setter
+    def fill(self, value) -> None:
+        self._fill = value
+        self._fill_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _fill_for(self, x: torch.Tensor, default):
+        """The fill for ``x``: an erasing mode string as is, else a ``(1, C, 1, 1)`` tensor built once per
+        ``(device, dtype)`` (no per-call construction, no host-to-device copy)."""
+        fill = default if self._fill is None else self._fill
+        if isinstance(fill, str):
+            return fill
+        key = (x.device, x.dtype)
+        if key not in self._fill_cache:
+            self._fill_cache[key] = ops.fill_tensor(fill, x)
+        return self._fill_cache[key]
 
     def _sizes(self, x: torch.Tensor, generator: torch.Generator | None):
         b, _, h, w = x.shape
@@ -138,8 +163,10 @@ class KeepAugment:
     def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> KeepParams:
         """The random step: boxes (and CutMix partners) for the batch ``x`` ``(B, C, H, W)``."""
-        check_images(x)
+        _check_inputs(x, y)
         b, _, h, w = x.shape
+        if self.size is not None:  # before _sizes turns it into a tensor
+            check_sizes_fit(self.size, h, w)
         sizes = self._sizes(x, generator)
         placement = _PLACEMENT[self.op]
         sal = None
@@ -158,12 +185,13 @@ class KeepAugment:
     def apply(self, params: KeepParams, x: torch.Tensor, y: torch.Tensor | None = None,
               x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
         """The deterministic step (up to Random Erasing's random fill)."""
+        _check_inputs(x, y, x_aug)
         lam = None
         target = y
         if self.op == "cutout":
-            out = ops.cutout(x, params.boxes, 0.0 if self.fill is None else self.fill)
+            out = ops.cutout(x, params.boxes, self._fill_for(x, 0.0))
         elif self.op == "erasing":
-            out = ops.erase(x, params.boxes, "random" if self.fill is None else self.fill, generator)
+            out = ops.erase(x, params.boxes, self._fill_for(x, "random"), generator)
         elif self.op == "cutmix":
             if y is None:
                 raise ValueError("y is required for cutmix (the targets are mixed)")
@@ -179,11 +207,8 @@ class KeepAugment:
                  x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
         """Sample and apply for one batch. For ``op="paste"``, ``x`` is the clean batch and ``x_aug``
         its image-level augmentation (same crop/flip); saliency is taken on ``x``."""
-        if y is not None:
-            check_batch(y.shape[0], x.shape[0], "y")
-        if x_aug is not None:
-            check_batch(x_aug.shape[0], x.shape[0], "x_aug")
-        elif self.op == "paste":
+        _check_inputs(x, y, x_aug)
+        if x_aug is None and self.op == "paste":
             raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
         params = self.sample(model, x, y, generator)
         return self.apply(params, x, y, x_aug, generator)
@@ -195,3 +220,21 @@ class KeepAugment:
                     f"{f', saliency_dtype={self.saliency_dtype}' if self.saliency_dtype else ''}")
         return (f"KeepAugment(op={self.op!r}, size={size}, selective={self.selective}, tau={self.tau}, p={self.p}"
                 f"{saliency if self.selective else ''})")
+
+
+def _static_size(size) -> int | tuple[int, int]:
+    """A validated static size, kept as an ``int`` when square and given as one."""
+    if isinstance(size, torch.Tensor):
+        raise ValueError(f"size must be an int or an (h, w) pair for KeepAugment, got a tensor {tuple(size.shape)}")
+    h, w = parse_size(size)
+    return h if isinstance(size, numbers.Integral) else (h, w)
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, x_aug: torch.Tensor | None = None) -> None:
+    """``x`` first (so a malformed batch is reported as ``x``), then ``y`` and ``x_aug`` against it."""
+    check_images(x)
+    if y is not None:
+        check_batched(y, x.shape[0], "y")
+    if x_aug is not None:
+        check_images(x_aug, "x_aug")
+        check_batch(x_aug.shape[0], x.shape[0], "x_aug")

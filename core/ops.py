@@ -8,7 +8,8 @@ Masks are built from broadcast ``arange`` comparisons (as airbench's ``batch_cut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -36,19 +37,38 @@ def box_area_fraction(boxes: torch.Tensor, height: int, width: int) -> torch.Ten
     return area.float() / float(height * width)
 
 
-def _fill_tensor(fill, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or per-channel fill as a ``(1, C, 1, 1)`` tensor of ``x``'s dtype and device, built with
-    fill kernels (no blocking host-to-device copy of Python values)."""
+def fill_tensor(fill, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or per-channel fill as a ``(1, C or 1, 1, 1)`` tensor of ``x``'s dtype and device.
+
+    Python values are written with fill kernels, one per value (never a host-to-device copy of a
+    Python list, which blocks on CUDA); a tensor fill is converted only if its dtype or device differ,
+    so a fill built once (see :class:`core.keep.KeepAugment`) is reused as is.
+    """
     if isinstance(fill, torch.Tensor):
-        values = fill.to(device=x.device, dtype=torch.float32).flatten()
+        values = fill.to(device=x.device).flatten()
+        if values.dtype != x.dtype:
+            values = values.float().to(x.dtype)
     else:
-        seq = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
-        values = torch.empty(len(seq), device=x.device)
-        for i, v in enumerate(seq):
-            values[i] = v
+        values = _fill_values(fill, x.device).to(x.dtype)
     if values.numel() not in (1, x.shape[1]):
         raise ValueError(f"fill must be a scalar or have one value per channel ({x.shape[1]}), got {values.numel()}")
-    return values.view(1, -1, 1, 1).to(x.dtype)
+    return values.view(1, -1, 1, 1)
+
+
+def _fill_values(fill, device: torch.device) -> torch.Tensor:
+    """``(N,)`` float32 from a number or a sequence of numbers, by one ``fill_`` per value."""
+    if isinstance(fill, numbers.Real):
+        seq = [fill]
+    elif isinstance(fill, Iterable) and not isinstance(fill, (str, bytes)):
+        seq = list(fill)
+    else:
+        seq = []
+    if not seq or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in seq):
+        raise ValueError(f"fill must be a number or a sequence of numbers (one per channel), got {fill!r}")
+    values = torch.empty(len(seq), device=device)
+    for i, v in enumerate(seq):
+        values[i:i + 1].fill_(float(v))
+    return values
 
 
 def cutout(x: torch.Tensor, boxes: torch.Tensor, fill: float | Sequence[float] | torch.Tensor = 0.0) -> torch.Tensor:
@@ -56,7 +76,7 @@ def cutout(x: torch.Tensor, boxes: torch.Tensor, fill: float | Sequence[float] |
     check_images(x)
     _check_boxes(boxes, x.shape[0])
     mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
-    return torch.where(mask, _fill_tensor(fill, x), x)
+    return torch.where(mask, fill_tensor(fill, x), x)
 
 
 def erase(
@@ -86,7 +106,7 @@ def erase(
         else:
             raise ValueError(f"fill must be 'random', 'channel_random', 'mean' or a number, got {fill!r}")
     else:
-        values = _fill_tensor(fill, x)
+        values = fill_tensor(fill, x)
     return torch.where(mask, values, x)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .regions import anchor_boxes, as_sizes, check_sizes_fit, region_scores
+from .regions import anchor_boxes, region_scores
 from .sampling import candidate_mask, select_anchors
+from .sizes import as_sizes, check_sizes_fit
 
 
 def selective_boxes(

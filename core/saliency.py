@@ -9,6 +9,11 @@ largest logit (unlabelled data). The pass leaves no trace on the model:
   interact), and every submodule's train/eval flag is restored afterwards, even on exceptions;
 - DDP / DataParallel wrappers are unwrapped, so no gradient all-reduce is triggered.
 
+The pass runs in the dtype of the model's parameters (float32, or bf16 / fp16 for a cast model) and
+returns float32. It needs autograd, so it refuses to run under ``torch.inference_mode()``
+(``torch.no_grad()`` is fine: grad is re-enabled inside); tensors created under inference mode are
+accepted as inputs outside it.
+
 Low-resolution saliency (Sec. 3.1) runs the pass on a bicubic-downscaled copy and maps the map back to
 full resolution (bilinear, non-negative). An :class:`core.early_head.EarlyHead` makes the pass stop at
 its hook point and take the auxiliary logits, so backprop only traverses the modules before it.
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_batch, check_images
+from ._checks import check_batched, check_images
 
 TARGETS = ("label", "max_logit")
 
@@ -72,7 +77,8 @@ def saliency_map(
     Args:
         model: any classifier ``(B, C, H, W) -> (B, K)`` logits (possibly DDP-wrapped).
         x: ``(B, C, H, W)`` model input (normalised as the model expects), any float dtype and memory
-            format; it is not modified.
+            format; it is not modified. It is cast to the dtype of the model's first floating-point
+            parameter (float32 for a model without parameters).
         target: ``(B,)`` class indices; required for ``mode="label"``.
         mode: ``"label"`` (logit of ``target``) or ``"max_logit"`` (largest logit; no labels needed).
         low_res_factor: compute on a bicubic copy downscaled by this factor (1 = full resolution).
@@ -80,19 +86,23 @@ def saliency_map(
         autocast_dtype: run this pass under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``)
             whatever the caller's context: a cheaper pass whose map ranks regions like the float32
             one (the map itself is returned in float32). None keeps the caller's autocast state.
+
+    Raises:
+        RuntimeError: when called under ``torch.inference_mode()``, where autograd is unavailable.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("saliency_map needs autograd: call it outside torch.inference_mode() "
+                           "(torch.no_grad() is fine, grad is re-enabled inside)")
     check_images(x)
     if mode not in TARGETS:
         raise ValueError(f"mode must be one of {TARGETS}, got {mode!r}")
     if mode == "label":
-        if target is None:
-            raise ValueError("target is required when mode='label' (use mode='max_logit' for unlabelled data)")
-        if target.dim() != 1 or target.is_floating_point():
-            raise ValueError(f"target must be (B,) class indices, got {target.dtype} {tuple(target.shape)}")
-        check_batch(target.shape[0], x.shape[0], "target")
+        _check_target(target, x.shape[0])
+        target = _usable(target)
     net = unwrap_model(model)
     height, width = x.shape[2:]
-    inp = downscale(x.detach().float(), low_res_factor).requires_grad_(True)
+    inp = _usable(downscale(x.detach().float(), low_res_factor).to(_input_dtype(net)))
+    inp.requires_grad_(True)
     cast = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
             else contextlib.nullcontext())
     with eval_mode(net), torch.enable_grad(), cast:
@@ -108,3 +118,22 @@ def saliency_map(
     if sal.shape[1:] != (height, width):
         sal = F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     return sal
+
+
+def _check_target(target: torch.Tensor | None, batch: int) -> None:
+    if target is None:
+        raise ValueError("target is required when mode='label' (use mode='max_logit' for unlabelled data)")
+    check_batched(target, batch, "target")
+    if target.dim() != 1 or target.is_floating_point():
+        raise ValueError(f"target must be (B,) class indices, got {target.dtype} {tuple(target.shape)}")
+
+
+def _input_dtype(net: nn.Module) -> torch.dtype:
+    """The dtype the model computes in: that of its first floating-point parameter, else float32."""
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _usable(t: torch.Tensor) -> torch.Tensor:
+    """An inference tensor (made under ``torch.inference_mode()``) cannot take part in autograd; a clone
+    made outside inference mode is a normal tensor."""
+    return t.clone() if t.is_inference() else t

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._checks import check_range, check_tau
+from ._checks import check_maps, check_range, check_tau
 
 MODES = ("below", "above", "any")
 
@@ -29,6 +29,7 @@ def region_threshold(scores: torch.Tensor, tau: float) -> torch.Tensor:
     Returns:
         ``(B,)`` thresholds, same dtype as ``scores``.
     """
+    check_maps(scores, "scores")
     check_tau(tau)
     return torch.nanquantile(scores.flatten(1), float(tau), dim=1)
 

@@ -76,7 +76,7 @@ class ReidTrainer(Runtime):
         if cfg.model.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1000 * self.info.rank + 1)
+        self.generator = self.new_generator(cfg.train.seed + 1000 * self.info.rank + 1)
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.center_optimizer = torch.optim.SGD(self.center.parameters(), lr=cfg.optim.center_lr)
@@ -108,7 +108,7 @@ class ReidTrainer(Runtime):
 
     def train_step(self, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         o = self.cfg.optim
-        x, y = self.normalize(images), pids.to(self.device)
+        x, y = self.normalize(images), pids.to(self.device, non_blocking=True)
         if self.keep is not None:
             with self.autocast():
                 x = self.keep(LogitsView(self.net), x, y, generator=self.generator).x
@@ -128,32 +128,37 @@ class ReidTrainer(Runtime):
         self.scaler.update()
         hits = (logits.argmax(1) == y).sum().float()
         return torch.stack([loss.detach().float(), ce.detach().float(), tri.detach().float(), hits,
-                            y.new_tensor(len(y)).float()])
+                            torch.full_like(hits, len(y))])
 
     def train_epoch(self) -> dict:
         self.sampler.set_epoch(self.epoch)
         self.module.train()
-        totals, t0, done = torch.zeros(5, device=self.device), time.perf_counter(), 0
-        bar = self.progress_bar()
+        self.totals, self.epoch_start, self.done = torch.zeros(5, device=self.device), time.perf_counter(), 0
+        self.bar = self.progress_bar()
         for i, (images, pids, _, _) in enumerate(self.loader):
             if i >= self.steps_per_epoch:
                 break
-            stats = all_reduce_sum(self.train_step(images, pids), self.info)
-            self.finish_step(stats[0], i + 1, None)
-            done += 1
-            totals += stats
-            if done % 10 == 1 and not bar.disable:
-                n = totals[4].item()
-                bar.set_postfix(loss=f"{totals[0].item() / done / self.info.world_size:.3f}",
-                                acc=f"{100 * totals[3].item() / n:.1f}", img_s=f"{n / (time.perf_counter() - t0):.0f}")
-            bar.update()
-        bar.close()
-        steps = max(1, done)
-        loss, ce, tri, hits, n = totals.tolist()
+            stats = self.train_step(images, pids)
+            self.totals += stats
+            self.done += 1
+            self.finish_step(stats[0], None)
+            self.bar.update()
+        self.check_point()
+        self.bar.close()
+        steps = max(1, self.done)
+        loss, ce, tri, hits, n = all_reduce_sum(self.totals, self.info).tolist()
         w = self.info.world_size
         return {"train_loss": loss / steps / w, "ce_loss": ce / steps / w, "triplet_loss": tri / steps / w,
                 "train_top1": 100 * hits / max(n, 1), "lr": self.optimizer.param_groups[0]["lr"],
-                "img_s": n / (time.perf_counter() - t0)}
+                "img_s": n / (time.perf_counter() - self.epoch_start)}
+
+    def refresh_progress(self) -> None:
+        """This rank's running loss / accuracy / images per second (read at check points only)."""
+        if self.bar.disable or not self.done:
+            return
+        loss, _, _, hits, n = self.totals.tolist()
+        self.bar.set_postfix(loss=f"{loss / self.done:.3f}", acc=f"{100 * hits / max(n, 1):.1f}",
+                             img_s=f"{n / (time.perf_counter() - self.epoch_start):.0f}")
 
     @torch.no_grad()
     def extract(self, items) -> tuple[torch.Tensor, list[int], list[int]]:
@@ -211,6 +216,7 @@ class ReidTrainer(Runtime):
 
     def fit(self, resume: bool = False) -> dict:
         self.start_fit(resume)
+        self.start_checks()
         metrics: dict = {}
         while self.epoch < self.cfg.train.epochs:
             metrics = self.train_epoch()

@@ -82,6 +82,7 @@ class TrainConfig:
     stop_after_epoch: int = 0
     tensorboard: bool = True
     progress: bool = True
+    check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
 
 
 @dataclass

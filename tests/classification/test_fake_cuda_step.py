@@ -1,0 +1,95 @@
+"""One whole training step of each trainer on fake CUDA tensors (tests/fake_cuda.py): the classification
+trainer on the device-resident loader (keep_cutout with low-res + early head + bf16 saliency, keep_cutmix,
+keep_random_erasing, plain cutout) and on the worker loader (keep_autoaugment: the paste needs the PIL
+pair), the UDA step and the re-ID step, in bf16 autocast with channels_last. Nothing in a step may wait for
+the device or copy between host and device, except a worker loader's non-blocking copy of its pinned
+batch. (The backward cannot run on fake CUDA: it is zeros here; its op set is checked on the CPU in
+tests/core/test_fake_cuda.py and on a real GPU by the CUDA-marked tests.)"""
+
+import pytest
+import torch
+
+from classification.config import load_config
+from classification.engine import Trainer
+from classification.schema import ClsConfig
+from classification.uda import SemiConfig, UDATrainer
+
+from ..fake_cuda import assert_sync_free, fake_cuda_environment, move_to_fake_cuda, run_recorded
+from .conftest import BASE, ROOT
+
+UDA_BASE = ROOT / "classification" / "configs" / "uda" / "base.yaml"
+FAST = ["train.amp=bf16", "model.channels_last=true", "train.deterministic=false"]
+
+
+def record_second_step(trainer, monkeypatch, step, totals: int, allow_async_h2d=False):
+    """Move the trainer to fake CUDA, step once (lazily built constants), then record the second step."""
+    with fake_cuda_environment(monkeypatch) as mode:
+        move_to_fake_cuda(trainer, mode)
+        trainer.start_checks()
+        trainer.totals = torch.zeros(totals, device=trainer.device)  # the epoch's running sums
+        step()
+        rec = run_recorded(step, allow_async_h2d)
+    assert trainer.step == 2
+    return rec
+
+
+@pytest.mark.parametrize("method", ["keep_cutout", "keep_cutmix", "keep_random_erasing", "cutout"])
+def test_classification_step_on_device_loader(method, tiny_overrides, monkeypatch):
+    extra = ["aug.low_res=true", "aug.early_head=true", "aug.saliency_dtype=bfloat16"] if method == "keep_cutout" else []
+    trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "data.loader=device",
+                                                    f"aug.method={method}", *extra]))
+    trainer.loader.set_epoch(0)
+    batches = iter(trainer.loader)  # yields from the (moved) device tensors
+    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(next(batches)[0]), 3)
+    assert_sync_free(rec, method)
+
+
+def test_classification_paste_step_on_worker_loader(tiny_overrides, monkeypatch):
+    trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "aug.method=keep_autoaugment"]))
+    assert not trainer.device_data  # AutoAugment runs per image on PIL: the worker loader
+    trainer.loader.set_epoch(0)
+    batch, _ = next(iter(trainer.loader))  # real CPU tensors, as a worker's pinned batch
+    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), 3,
+                             allow_async_h2d=True)
+    assert_sync_free(rec, "keep_autoaugment")
+
+
+def test_uda_step(monkeypatch, tmp_path):
+    overrides = ["data.dataset=sample", "data.root=", "data.batch_size=4", "data.workers=0", "model.kwargs={}",
+                 "uda.labels=100", "uda.unsup_ratio=2", "train.max_steps_per_epoch=2", "train.tensorboard=false",
+                 "train.progress=false", f"train.output_dir={tmp_path / 'uda'}", "aug.method=keep_randaugment",
+                 "aug.low_res=true", *FAST]
+    trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, overrides))
+    (lab, _), (unl, _) = next(iter(trainer.loaders()))
+
+    def step():
+        stats = trainer.uda_step(lab, unl)
+        trainer.totals += stats
+        trainer.finish_step(stats[0], unl[-1])
+
+    assert_sync_free(record_second_step(trainer, monkeypatch, step, 6, True), "uda step")
+
+
+def test_reid_step(monkeypatch, tmp_path):
+    from reid.engine import ReidTrainer
+    from reid.schema import ReidConfig
+
+    from ..reid.test_train import BASE as REID_BASE
+    from ..reid.test_train import MINI, test_mini_subset
+
+    if not (MINI / "Market-1501-v15.09.15").is_dir():
+        test_mini_subset()
+    overrides = [f"data.root={MINI}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2",
+                 "data.height=64", "data.width=32", "data.workers=0", "train.progress=false", "train.device=cpu",
+                 "train.tensorboard=false", f"train.output_dir={tmp_path / 'reid'}", "aug.keep=true",
+                 "aug.low_res=true", *FAST]
+    trainer = ReidTrainer(load_config(ReidConfig, REID_BASE, overrides))
+    trainer.sampler.set_epoch(0)
+    images, pids, _, _ = next(iter(trainer.loader))
+
+    def step():
+        stats = trainer.train_step(images, pids)
+        trainer.totals += stats
+        trainer.finish_step(stats[0], None)
+
+    assert_sync_free(record_second_step(trainer, monkeypatch, step, 5, True), "re-ID step")
