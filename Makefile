@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LOG := $(VENV)/install.log
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean gpu-data gpu-check
 
 venv: $(STAMP)
 
@@ -29,3 +29,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# A lent GPU machine: copy the CIFAR archive into the ignored gpu_data/ here (make gpu-data), carry it,
+# and run `make gpu-check OUT=$OUT` there (its own python3, no install; see README "GPU check").
+GPU_PYTHON ?= python3
+OUT ?= outputs/gpu_check
+
+gpu-data:
+	mkdir -p gpu_data && cp ../shared/data/cifar10-jpeg.tar.gz gpu_data/
+
+gpu-check:
+	PYTHONPATH=. $(GPU_PYTHON) tools/gpu_check.py --out $(OUT) --data gpu_data/cifar10-jpeg.tar.gz $(ARGS)

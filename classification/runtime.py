@@ -26,6 +26,8 @@ class Runtime:
         self.device, self.out = self.info.device, Path(cfg.train.output_dir)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
         self.channels_last = channels_last
         self.amp_dtype = AMP_DTYPES[cfg.train.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

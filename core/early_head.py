@@ -76,7 +76,7 @@ class EarlyHead(nn.Module):
             if self._features is None:
                 raise RuntimeError("EarlyHead has no captured features: run the backbone forward first")
             features, self._features = self._features, None
-        return self.fc(F.adaptive_avg_pool2d(features, 1).flatten(1))
+        return self.fc(features.mean((2, 3)))  # = global average pool; deterministic backward on CUDA
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
         """``weight * CE(aux_logits, target)`` for the features of the last forward (indices or soft

@@ -94,7 +94,7 @@ class ShakeShakeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.bn1(self.conv1(x)))))
-        return self.fc(F.adaptive_avg_pool2d(F.relu(x), 1).flatten(1))
+        return self.fc(F.relu(x).mean((2, 3)))
 
 
 class PyramidBottleneck(nn.Module):
@@ -139,7 +139,7 @@ class PyramidNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.bn1(self.conv1(x)))))
-        return self.fc(F.adaptive_avg_pool2d(F.relu(self.bn(x)), 1).flatten(1))
+        return self.fc(F.relu(self.bn(x)).mean((2, 3)))
 
 
 def shake_shake_26_2x96d(num_classes: int = 10) -> ShakeShakeNet:

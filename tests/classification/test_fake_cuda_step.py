@@ -35,7 +35,8 @@ def record_second_step(trainer, monkeypatch, step, totals: int, allow_async_h2d=
 
 @pytest.mark.parametrize("method", ["keep_cutout", "keep_cutmix", "keep_random_erasing", "cutout"])
 def test_classification_step_on_device_loader(method, tiny_overrides, monkeypatch):
-    extra = ["aug.low_res=true", "aug.early_head=true", "aug.saliency_dtype=bfloat16"] if method == "keep_cutout" else []
+    cheap = ["aug.low_res=true", "aug.early_head=true", "aug.saliency_dtype=bfloat16"]
+    extra = cheap if method == "keep_cutout" else []
     trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "data.loader=device",
                                                     f"aug.method={method}", *extra]))
     trainer.loader.set_epoch(0)

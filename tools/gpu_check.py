@@ -1,0 +1,243 @@
+"""One prepared check for a lent GPU: CUDA tests, bench_core on CUDA, whole-step sync checks, and a real
+CIFAR-10 Cutout vs KeepCutout comparison on the device-resident loader. Prints a summary table last and
+writes ``gpu_check.json`` + ``gpu_check.log`` into ``--out``.
+
+    PYTHONPATH=. python3 tools/gpu_check.py --out "$OUT" --data gpu_data/cifar10-jpeg.tar.gz
+    python tools/gpu_check.py --dry-run --out /tmp/gpu_check      # CPU, tiny sizes, seconds (run by the tests)
+
+It needs only torch, torchvision, numpy, pyyaml, tqdm and pytest (no install: the device machine runs its
+own python3 with ``PYTHONPATH=.``), and keeps to ``--budget`` seconds: the CIFAR comparison runs its
+seeds in pairs (Cutout, then KeepCutout) and starts a pair only if the time measured so far says it fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+
+import bench_core  # noqa: E402
+
+from classification.config import load_config  # noqa: E402
+from classification.engine import Trainer  # noqa: E402
+from classification.schema import ClsConfig  # noqa: E402
+
+CIFAR_BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
+ARMS = {"cutout": ["aug.method=cutout"],
+        "keep_cutout_lowres_early": ["aug.method=keep_cutout", "aug.low_res=true", "aug.early_head=true"]}
+
+
+class Tee:
+    """Write to the terminal and to the log file at once."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> None:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def cuda_tests(out: Path, dry_run: bool) -> dict:
+    """The CUDA-marked tests of core, classification and re-ID (detection needs detectron2)."""
+    if dry_run:
+        return {"status": "skipped (dry run: the test suite is what runs this script)"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/core",
+           "tests/classification", "tests/reid"]
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    (out / "cuda_tests.log").write_text(run.stdout + run.stderr)
+    tail = [line for line in run.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
+    print(run.stdout[-3000:])
+    return {"status": "passed" if run.returncode == 0 else f"FAILED (exit {run.returncode})", "summary": tail[0],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def cifar_root(data: str, cache: Path) -> Path:
+    """``data`` as a CIFAR-10 folder, or its archive extracted once into ``cache``."""
+    path = Path(data)
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise SystemExit(f"--data {data}: neither a folder nor an archive")
+    if not (cache / ".extracted").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as tar:
+            tar.extractall(cache, filter="data")
+        (cache / ".extracted").touch()
+    roots = [p.parent for p in cache.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
+    if not roots:
+        raise SystemExit(f"{data} has no train/ and test/ folders")
+    return roots[0]
+
+
+def cifar_run(arm: str, seed: int, overrides: list[str], out_dir: Path) -> dict:
+    cfg = load_config(ClsConfig, CIFAR_BASE, [*overrides, *ARMS[arm], f"train.seed={seed}",
+                                              f"train.output_dir={out_dir / f'{arm}_s{seed}'}"])
+    trainer = Trainer(cfg)
+    t0 = time.perf_counter()
+    metrics = trainer.fit()
+    rows = (trainer.out / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    img_s = [float(r.split(",")[header.index("img_s")]) for r in rows[1:]]
+    steady = img_s[1:] or img_s  # the first epoch includes cuDNN autotuning and warm-up
+    return {"arm": arm, "seed": seed, "top1": metrics["val_top1"], "img_s": statistics.median(steady),
+            "epochs": len(img_s), "wall_s": round(time.perf_counter() - t0, 1), "loader": trainer.device_data}
+
+
+def cifar_comparison(args, out: Path, deadline: float) -> dict:
+    """ResNet-18 Cutout vs KeepCutout (low-res + early head), seeds in pairs while the budget allows."""
+    if args.dry_run:
+        overrides = ["data.dataset=sample", "data.root=", "data.limit_train=64", "data.limit_val=32",
+                     "data.batch_size=16", "model.kwargs={width: 4}", "train.epochs=1", "train.device=cpu",
+                     "data.loader=device"]
+    else:
+        root = cifar_root(args.data, Path(tempfile.gettempdir()) / "keepaug-cifar10")
+        overrides = [f"data.root={root}", "data.dataset=cifar10", f"train.epochs={args.epochs}",
+                     "train.device=cuda", "train.amp=bf16", "model.channels_last=true", "data.loader=device"]
+    overrides += ["train.tensorboard=false", "train.progress=false", "data.workers=0"]
+    runs: list[dict] = []
+    pair_s = None
+    for seed in range(args.seeds):
+        if pair_s is not None and time.perf_counter() + pair_s > deadline:
+            print(f"cifar: stopping before seed {seed}: a pair takes ~{pair_s:.0f} s, the budget ends sooner")
+            break
+        t0 = time.perf_counter()
+        for arm in ARMS:
+            print(f"== cifar {arm}, seed {seed}", flush=True)
+            runs.append(cifar_run(arm, seed, overrides, out / "runs"))
+            print(json.dumps(runs[-1]), flush=True)
+        pair_s = time.perf_counter() - t0
+    summary = {}
+    for arm in ARMS:
+        mine = [r for r in runs if r["arm"] == arm]
+        if mine:
+            top1 = [r["top1"] for r in mine]
+            summary[arm] = {"top1_mean": statistics.mean(top1),
+                            "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+                            "img_s": statistics.mean(r["img_s"] for r in mine), "seeds": len(mine)}
+    pairs = [(a["top1"], b["top1"]) for a, b in zip(runs[0::2], runs[1::2])]
+    if "cutout" in summary and len(summary) == 2:
+        keep = summary["keep_cutout_lowres_early"]
+        keep["img_s_ratio_to_cutout"] = keep["img_s"] / summary["cutout"]["img_s"]
+        keep["paired_diff_per_seed"] = [b - a for a, b in pairs]
+    return {"overrides": overrides, "runs": runs, "summary": summary}
+
+
+def summary_table(report: dict) -> str:
+    lines = [f"# gpu_check on {report['device_name']} (torch {report['torch']}), {report['date']}", "",
+             "| check | result |", "|---|---|", f"| CUDA-marked tests | {report['cuda_tests'].get('summary', '')} "
+             f"{report['cuda_tests']['status']} |"]
+    core = report.get("bench_core", {})
+    for row in core.get("ops", []):
+        lines.append(f"| {row['op']} B={row['batch']} {row['shape']}: core vs per-image reference | "
+                     f"{row['core_img_s']:.0f} vs {row['reference_img_s']:.0f} img/s = {row['speedup']:.0f}x; "
+                     f"{row['sync']} |")
+    for row in core.get("train_step", []):
+        if row["variant"] in ("cutout", "keep_full", "keep_lowres", "keep_early", "keep_lowres_early"):
+            lines.append(f"| train step {row['variant']} ({row['precision']}) | {row['img_s']:.0f} img/s, "
+                         f"{row['ratio_to_cutout']:.2f}x Cutout's time, {row['peak_mem_mib']} MiB |")
+    syncs = dict(core.get("sync_free", {}), **report.get("trainer_sync", {}))
+    if syncs:
+        bad = {k: v for k, v in syncs.items() if v != "no sync"}
+        lines.append(f"| sync debug 'error' ({len(syncs)} steps) | "
+                     f"{'no sync in any' if not bad else '; '.join(f'{k}: {v}' for k, v in bad.items())} |")
+    cifar = report.get("cifar", {})
+    for arm, s in cifar.get("summary", {}).items():
+        extra = f", {s['img_s_ratio_to_cutout']:.2f}x Cutout's img/s" if "img_s_ratio_to_cutout" in s else ""
+        lines.append(f"| CIFAR-10 {arm} ({s['seeds']} seed(s), {cifar['runs'][0]['epochs']} epochs) | "
+                     f"top-1 {s['top1_mean']:.2f} ± {s['top1_std']:.2f}, {s['img_s']:.0f} img/s{extra} |")
+    lines.append(f"| wall time | {report['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def trainer_sync(dry_run: bool) -> dict:
+    """A whole classification training step (device loader; keep_cutout low-res + early, keep_cutmix) in bf16
+    + channels_last under sync debug mode 'error'."""
+    if dry_run:
+        return {}
+    device = torch.device("cuda")
+    results = {}
+    base = ["data.dataset=sample", "data.root=", "data.batch_size=128", "train.device=cuda", "train.amp=bf16",
+            "model.channels_last=true", "train.tensorboard=false", "train.progress=false", "data.loader=device",
+            f"train.output_dir={tempfile.mkdtemp()}"]
+    for name, arm in {"trainer keep_cutout lowres+early": ["aug.method=keep_cutout", "aug.low_res=true",
+                                                           "aug.early_head=true"],
+                      "trainer keep_cutmix": ["aug.method=keep_cutmix"]}.items():
+        trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm]))
+        trainer.start_checks()
+        trainer.totals = torch.zeros(3, device=device)
+        trainer.loader.set_epoch(0)
+        batches = iter(trainer.loader)
+        trainer.step_batch(next(batches)[0])
+        results[name] = bench_core.sync_status(lambda: trainer.step_batch(next(batches)[0]), device)  # noqa: B023
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="directory for gpu_check.json, gpu_check.log and run folders")
+    ap.add_argument("--data", default="gpu_data/cifar10-jpeg.tar.gz", help="CIFAR-10 folder or the JPEG archive")
+    ap.add_argument("--epochs", type=int, default=15, help="epochs per CIFAR run")
+    ap.add_argument("--seeds", type=int, default=2, help="at most this many seeds per arm")
+    ap.add_argument("--budget", type=float, default=420, help="seconds for the whole check")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (seconds): the script cannot rot")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "gpu_check.log", "w")
+    sys.stdout = Tee(sys.__stdout__, log)
+    start = time.perf_counter()
+    deadline = start + args.budget
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --dry-run on a machine without one")
+    report = {"device_name": bench_core.machine(device), "torch": torch.__version__,
+              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "dry_run": args.dry_run,
+              "budget_s": args.budget}
+
+    def save() -> None:
+        report["seconds"] = time.perf_counter() - start
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+
+    print(f"# gpu_check: {report['device_name']}, torch {report['torch']}", flush=True)
+    report["cuda_tests"] = cuda_tests(out, args.dry_run)
+    save()
+    preset = "dry" if args.dry_run else "full"
+    report["bench_core"] = bench_core.run(device, preset, steps=2 if args.dry_run else 20,
+                                          repeats=1 if args.dry_run else 5, train=True, out=None,
+                                          batch=8 if args.dry_run else 128, width=4 if args.dry_run else 64,
+                                          peak=not args.dry_run)
+    save()
+    report["trainer_sync"] = trainer_sync(args.dry_run)
+    save()
+    report["cifar"] = cifar_comparison(args, out, deadline)
+    save()
+    table = summary_table(report)
+    (out / "summary.md").write_text(table + "\n")
+    print("\n" + table, flush=True)
+    sys.stdout = sys.__stdout__
+    log.close()
+    failed = "FAILED" in report["cuda_tests"]["status"] or "SYNC" in table
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
