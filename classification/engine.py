@@ -235,7 +235,7 @@ class Trainer(Runtime):
 
     def refresh_progress(self) -> None:
         """This rank's running loss / accuracy / images per second on the bar (at check points only)."""
-        if self.bar.disable:
+        if getattr(self, "bar", None) is None or self.bar.disable:
             return
         loss_sum, hits, n = self.totals.tolist()
         rate = n / max(time.perf_counter() - self.epoch_start, 1e-9)

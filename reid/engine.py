@@ -154,7 +154,7 @@ class ReidTrainer(Runtime):
 
     def refresh_progress(self) -> None:
         """This rank's running loss / accuracy / images per second (read at check points only)."""
-        if self.bar.disable or not self.done:
+        if getattr(self, "bar", None) is None or self.bar.disable or not self.done:
             return
         loss, _, _, hits, n = self.totals.tolist()
         self.bar.set_postfix(loss=f"{loss / self.done:.3f}", acc=f"{100 * hits / max(n, 1):.1f}",

@@ -150,6 +150,9 @@ def summary_table(report: dict) -> str:
         lines.append(f"| {row['op']} B={row['batch']} {row['shape']}: core vs per-image reference | "
                      f"{row['core_img_s']:.0f} vs {row['reference_img_s']:.0f} img/s = {row['speedup']:.0f}x; "
                      f"{row['sync']} |")
+    for row in report.get("throughput", []):
+        busy = f", GPU busy {100 * row['gpu_busy']:.0f}% of the step" if "gpu_busy" in row else ""
+        lines.append(f"| probe: {row['variant']} bf16+cl batch {row['batch']} | {row['img_s']:.0f} img/s{busy} |")
     for row in core.get("train_step", []):
         if row["variant"] in ("cutout", "keep_full", "keep_lowres", "keep_early", "keep_lowres_early"):
             lines.append(f"| train step {row['variant']} ({row['precision']}) | {row['img_s']:.0f} img/s, "
@@ -166,6 +169,43 @@ def summary_table(report: dict) -> str:
                      f"top-1 {s['top1_mean']:.2f} ± {s['top1_std']:.2f}, {s['img_s']:.0f} img/s{extra} |")
     lines.append(f"| wall time | {report['seconds']:.0f} s |")
     return "\n".join(lines)
+
+
+def gpu_busy_fraction(step, device: torch.device, steps: int = 5) -> float:
+    """Share of a step's wall time that the GPU spends in kernels (torch.profiler): near 1 = GPU-bound,
+    low = the host (Python dispatch, kernel launches) limits the step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kernel_us = sum(e.self_device_time_total for e in prof.key_averages())  # each kernel counted once
+    return kernel_us / 1e6 / wall
+
+
+def throughput_probe(dry_run: bool) -> list[dict]:
+    """What limits a training step: images/s of Cutout and KeepCutout (low-res + early) at batch 128 and 512
+    in bf16 + channels_last, and the GPU-busy share of the batch-128 steps."""
+    if dry_run:
+        return []
+    device, rows = torch.device("cuda"), []
+    torch.backends.cudnn.benchmark = True
+    for batch in (128, 512):
+        for variant in ("cutout", "keep_lowres_early"):
+            step = bench_core.make_step(variant, device, "bf16+cl", batch)
+            times = sorted(bench_core.timeit(step, device, 1) for _ in range(15))
+            seconds = times[len(times) // 2]
+            row = {"variant": variant, "batch": batch, "img_s": batch / seconds}
+            if batch == 128:
+                row["gpu_busy"] = gpu_busy_fraction(step, device)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def trainer_sync(dry_run: bool) -> dict:
@@ -199,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=2, help="at most this many seeds per arm")
     ap.add_argument("--budget", type=float, default=420, help="seconds for the whole check")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (seconds): the script cannot rot")
+    ap.add_argument("--only-tests-and-probe", action="store_true", help="only the CUDA tests and the throughput probe")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# gpu_check: {report['device_name']}, torch {report['torch']}", flush=True)
     report["cuda_tests"] = cuda_tests(out, args.dry_run)
     save()
+    if args.only_tests_and_probe:  # a second call on a warm machine: the tests again + the throughput probe
+        report["throughput"] = throughput_probe(args.dry_run)
+        save()
+        print(json.dumps(report, indent=2))
+        return 0 if "FAILED" not in report["cuda_tests"]["status"] else 1
     preset = "dry" if args.dry_run else "full"
     report["bench_core"] = bench_core.run(device, preset, steps=2 if args.dry_run else 20,
                                           repeats=1 if args.dry_run else 5, train=True, out=None,
@@ -227,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                                           peak=not args.dry_run)
     save()
     report["trainer_sync"] = trainer_sync(args.dry_run)
+    save()
+    report["throughput"] = throughput_probe(args.dry_run)
     save()
     report["cifar"] = cifar_comparison(args, out, deadline)
     save()

@@ -88,52 +88,50 @@ def coordinate_images(n: int) -> np.ndarray:
     return np.repeat(img[None], n, 0)
 
 
-def decode(out: torch.Tensor) -> tuple[int, int, int]:
-    """(dy, dx, flip) of one ``(3, 32, 32)`` crop of a :func:`coordinate_images` image, checking that every
-    pixel is where that crop puts it (padding zeros included)."""
-    r, g = out[0].long(), out[1].long()
-    i = int((r[:, SIZE // 2] > 0).nonzero()[0])
-    dy = int(r[i, SIZE // 2]) - 1 - i + PAD
-    j = int((g[SIZE // 2] > 0).nonzero()[0])
-    flip = int(g[SIZE // 2, j] > g[SIZE // 2, j + 1])
-    dx = int(g[SIZE // 2, j]) - 1 - (SIZE - 1 - j if flip else j) + PAD
-    want = TF.crop(TF.pad(torch.from_numpy(coordinate_images(1)[0]).permute(2, 0, 1), [PAD]), dy, dx, SIZE, SIZE)
-    assert torch.equal(out, TF.hflip(want) if flip else want), (dy, dx, flip)
-    return dy, dx, flip
+def reference_crops() -> torch.Tensor:
+    """``(9, 9, 2, 3, 32, 32)``: torchvision's functional pad + crop (+ hflip) of a coordinate image, per cell."""
+    img = TF.pad(torch.from_numpy(coordinate_images(1)[0]).permute(2, 0, 1).contiguous(), [PAD], fill=0)
+    span = range(2 * PAD + 1)
+    crops = [[TF.crop(img, dy, dx, SIZE, SIZE) for dx in span] for dy in span]
+    return torch.stack([torch.stack([torch.stack([c, TF.hflip(c)]) for c in row]) for row in crops])
 
 
-def cell_counts(triples) -> np.ndarray:
-    counts = np.zeros((2 * PAD + 1, 2 * PAD + 1, 2), dtype=np.int64)
-    for dy, dx, f in triples:
-        counts[dy, dx, f] += 1
-    return counts.ravel()
+def decode(out: torch.Tensor) -> np.ndarray:
+    """Counts per cell (dy, dx, flip) of ``(N, 3, 32, 32)`` crops of :func:`coordinate_images` images, after
+    checking that every pixel of each is where that cell's crop puts it (padding zeros included)."""
+    mid, k = SIZE // 2, torch.arange(len(out))
+    r, g = out[:, 0, :, mid].long(), out[:, 1, mid, :].long()  # a column of row codes, a row of column codes
+    i = (r > 0).int().argmax(1)  # the first image row / column (at least 24 of each are in every crop)
+    j = (g > 0).int().argmax(1)
+    dy = r[k, i] - 1 - i + PAD
+    flip = (g[k, j] > g[k, j + 1]).long()
+    dx = g[k, j] - 1 - torch.where(flip.bool(), SIZE - 1 - j, j) + PAD
+    assert torch.equal(out, reference_crops()[dy, dx, flip])
+    return np.bincount(((dy * (2 * PAD + 1) + dx) * 2 + flip).numpy(), minlength=CELLS)
 
 
 def test_device_crops_have_the_distribution_of_the_pil_path(tiny_cfg):
     n, epochs = 1000, 20  # 20,000 crops per path
     images = coordinate_images(n)
-    # the device path: DeviceLoader's train batches
+    # the device path: DeviceLoader's train batches over 20 epochs
     loader = DeviceLoader(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.zeros(n, dtype=torch.long),
                           256, train=True, pad=PAD, seed=0)
     device_out = []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        device_out += [x for batch, _, _ in loader for x in batch]
+        device_out += [batch for batch, _, _ in loader]
     # the worker path: TrainView's T.RandomCrop(32, padding=4) + T.RandomHorizontalFlip() on PIL, per-item seeds
     cfg = tiny_cfg("aug.method=cutout")
     view = EpochSeeded(TrainView(ArrayImages(images, [0] * n, ["a"]), cfg.data, cfg.aug), seed=0)
     pil_out = [view[(i, epoch)][0] for epoch in range(epochs) for i in range(n)]
-    assert len(device_out) == len(pil_out) == n * epochs
-    device_counts = cell_counts(map(decode, device_out))
-    pil_counts = cell_counts(map(decode, pil_out))
-    assert len(device_counts) == CELLS
+    device_counts, pil_counts = decode(torch.cat(device_out)), decode(torch.stack(pil_out))
+    assert device_counts.sum() == pil_counts.sum() == n * epochs
     for counts in (device_counts, pil_counts):
-        assert (counts > 0).all()  # every offset in 0..8 and both flips occur
+        assert (counts > 0).all()  # every offset 0..8 with both flips occurs
         assert stats.chisquare(counts).pvalue > 1e-3  # uniform over the 9 x 9 x 2 cells
     assert stats.chi2_contingency(np.stack([device_counts, pil_counts])).pvalue > 1e-3  # one distribution
-    # the marginals the bug classes would show first: flip rate ~ 1/2, offsets reach both ends
-    flips = device_counts.reshape(9, 9, 2).sum((0, 1))
-    assert abs(flips[1] / flips.sum() - 0.5) < 0.02
+    flips = device_counts.reshape(2 * PAD + 1, 2 * PAD + 1, 2).sum((0, 1))
+    assert abs(flips[1] / flips.sum() - 0.5) < 0.02  # flip with p = 1/2
 
 
 # -- DeviceLoader determinism ------------------------------------------------------------------------
@@ -161,6 +159,8 @@ def test_device_loader_epochs_are_functions_of_seed_epoch_rank():
     e0, e1 = batches(make_loader(), 0), batches(make_loader(), 1)
     assert not same(e0, e1)
     assert not same(e0, batches(make_loader(seed=1), 0))
+    for other in ((0, 1, 0), (1, 0, 0), (0, 0, 1)):  # crops and flips are redrawn per seed, epoch and rank
+        assert not torch.equal(crop_flip_params(37, 2, 0, 0, 0), crop_flip_params(37, 2, *other))
     # an epoch does not depend on the epochs iterated before it
     walked = make_loader()
     for epoch in range(3):

@@ -1,3 +1,4 @@
+import csv
 import signal
 import subprocess
 import sys
@@ -51,20 +52,36 @@ def run_cli(*args):
     return out
 
 
-def test_resume_after_a_kill_is_exact(tiny_overrides, tmp_path):
-    common = [str(BASE), *tiny_overrides, "train.epochs=2", "aug.method=keep_cutout"]
+def metrics_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("loader", [
+    pytest.param(["data.loader=workers", "data.workers=2"], id="workers2"),  # persistent workers, per-item seeds
+    pytest.param(["data.loader=device"], id="device"),
+])
+def test_resume_after_a_kill_is_exact(loader, tiny_overrides, tmp_path):
+    common = [str(BASE), *tiny_overrides, "train.epochs=2", "aug.method=keep_cutout", "train.device=cpu", *loader]
     run_cli(*common, f"train.output_dir={tmp_path / 'full'}")
     killed = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_worker.py")), *common,
-                             f"train.output_dir={tmp_path / 'cut'}"], capture_output=True, text=True, cwd=ROOT)
+                             f"train.output_dir={tmp_path / 'cut'}"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1  # killed during epoch 2
+    assert len(metrics_rows(tmp_path / "cut")) == 1
     run_cli(*common, f"train.output_dir={tmp_path / 'cut'}", "--resume")
     full, resumed = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert resumed["epoch"] == full["epoch"] == 2 and resumed["step"] == full["step"]
+    assert resumed["config"]["data"]["loader"] == loader[0].split("=")[1]
+    assert resumed["epoch"] == full["epoch"] == 2 and resumed["step"] == full["step"] == 4
+    assert full["model"].keys() == resumed["model"].keys()
     for k, v in full["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
-    rows = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 3  # header + one row per epoch, no duplicate
+    rows_full, rows_cut = metrics_rows(tmp_path / "full"), metrics_rows(tmp_path / "cut")
+    assert len(rows_cut) == len(rows_full) == 2  # one row per epoch, no duplicate
+    for a, b in zip(rows_full, rows_cut):
+        for col in ("epoch", "train_loss", "train_top1", "lr", "val_top1", "val_top5", "skipped"):
+            assert a[col] == b[col], (col, a, b)
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tiny_cfg):
