@@ -148,11 +148,27 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls``, then the YAML file (with its ``_BASE_`` chain), then ``key=value`` overrides."""
     data = _read_yaml(Path(path)) if path else {}
-    data = _merge(data, parse_overrides(overrides or []))
+    overrides = list(overrides or [])
     try:
-        return from_dict(cls, data)
+        return from_dict(cls, _merge(data, parse_overrides(overrides)))
     except ConfigError as err:
-        raise ConfigError(f"{path or '<overrides>'}: {err}") from None
+        culprit = _blame_override(cls, data, overrides)
+        where = f"command-line override {culprit!r}" if culprit else (path or "<overrides>")
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _blame_override(cls: type, data: dict, overrides: list[str]) -> str | None:
+    """The first override that makes a valid file invalid (None when the file alone is at fault)."""
+    try:
+        from_dict(cls, data)
+    except ConfigError:
+        return None
+    for i in range(len(overrides)):
+        try:
+            from_dict(cls, _merge(data, parse_overrides(overrides[: i + 1])))
+        except ConfigError:
+            return overrides[i]
+    return None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -62,7 +62,7 @@ class FolderImages(Dataset):
             with Image.open(path) as img:
                 return img.convert("RGB")
         except Exception as err:  # noqa: BLE001 - re-raised with the file name
-            raise OSError(f"cannot read image {path}: {err}") from err
+            raise OSError(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)") from err
 
 
 def _cifar_torchvision(root: Path, train: bool, download: bool) -> ArrayImages:
@@ -223,7 +223,7 @@ def build_datasets(cfg):
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one item's random draws: a function of (seed, epoch, dataset index) only."""
+    """The seed of one item's random draws: a function of (seed, epoch - or any draw counter -, index) only."""
     return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1)
 
 
@@ -251,6 +251,22 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self):
         return ((i, self.epoch) for i in super().__iter__())
+
+
+class WithEpoch(torch.utils.data.Sampler):
+    """Any sampler with ``set_epoch`` / ``epoch`` (e.g. re-ID's P x K sampler) yielding ``(index, epoch)``."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((i, self.sampler.epoch) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class WorkerLoader:

@@ -75,7 +75,7 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, drop_last:
 def crop_flip_params(count: int, pad: int, seed: int, epoch: int, rank: int) -> torch.Tensor:
     """``(count, 3)`` int64: row offset, column offset (uniform in ``0..2 * pad``) and flip (0/1) for each
     position of this rank's epoch, from a CPU generator seeded by ``(seed, epoch, rank)``."""
-    g = torch.Generator().manual_seed((seed * EPOCH_SEED_STRIDE + epoch) * 1009 + rank)
+    g = torch.Generator().manual_seed(((seed * EPOCH_SEED_STRIDE + epoch) * 1009 + rank) % (2**63 - 1))
     offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=g)
     flips = torch.randint(0, 2, (count, 1), generator=g)
     return torch.cat([offsets, flips], dim=1)

@@ -22,7 +22,7 @@ from core import EarlyHead
 from core.saliency import unwrap_model
 
 from .augment import batch_augment, plan
-from .checkpoint import gather_rng_states, load_checkpoint, save_on_main
+from .checkpoint import gather_rng_states, save_on_main
 from .config import to_dict
 from .data import build_datasets, collate, device_loader, use_device_loader, worker_loader
 from .distributed import all_reduce_sum
@@ -90,7 +90,7 @@ class Trainer(Runtime):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.forward = torch.compile(self.model) if cfg.model.compile else self.model
-        self.epoch, self.step, self.best_top1 = 0, 0, 0.0
+        self.epoch, self.step, self.best_top1 = 0, 0, -1.0  # -1: not evaluated yet
         self.log = RunLog(self.out, self.info.is_main, cfg.train.tensorboard)
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -165,15 +165,28 @@ class Trainer(Runtime):
                 "best_top1": self.best_top1, "config": to_dict(self.cfg), "model_name": self.cfg.model.name}
 
     def save(self) -> None:
-        save_on_main(self.state(), self.out / "last.pt", self.info)  # state() is a collective
+        self.save_checkpoint(self.state())  # state() is a collective
 
-    def resume(self, path: str | Path | None = None) -> None:
-        ckpt = load_checkpoint(path or self.out / "last.pt")
+    def save_best(self) -> None:
+        """``best.pt``: the weights (backbone, early head) of the best validation epoch so far."""
+        state = {"model": self.backbone.state_dict(), "aux_head": self.head.state_dict() if self.head else None,
+                 "epoch": self.epoch, "val_top1": self.best_top1, "config": to_dict(self.cfg),
+                 "model_name": self.cfg.model.name}
+        save_on_main(state, self.out / "best.pt", self.info)
+
+    def load_weights(self, path: str | Path, ckpt: dict | None = None) -> dict:
+        """The backbone (and early head) of a training checkpoint (``last.pt`` / ``best.pt``) whose model
+        config matches this one."""
+        ckpt = ckpt or self.load_run_checkpoint(path, only=("model.",))
         self.backbone.load_state_dict(ckpt["model"])
         if self.head is not None:
             if ckpt.get("aux_head") is None:
                 raise ValueError("the checkpoint has no early head but aug.early_head is on")
             self.head.load_state_dict(ckpt["aux_head"])
+        return ckpt
+
+    def resume(self, path: str | Path | None = None) -> None:
+        ckpt = self.load_weights(path, self.load_run_checkpoint(path or self.out / "last.pt"))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -181,8 +194,8 @@ class Trainer(Runtime):
         self.restore_progress(ckpt)
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict:
-        self.start_fit(resume)
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        self.start_fit(resume, overwrite)
         self.start_checks()
         metrics: dict = {}
         self.net.train()
@@ -191,15 +204,16 @@ class Trainer(Runtime):
             self.epoch += 1
             if self.epoch % self.cfg.train.eval_every == 0 or self.epoch == self.cfg.train.epochs:
                 metrics.update(self.evaluate())
-                self.best_top1 = max(self.best_top1, metrics["val_top1"])
+                if metrics["val_top1"] > self.best_top1:
+                    self.best_top1 = metrics["val_top1"]
+                    self.save_best()
             self.save()
-            self.log.epoch({"epoch": self.epoch, **metrics})
+            self.log_epoch({"epoch": self.epoch, **metrics})
             for h in self.hooks:
                 getattr(h, "after_epoch", lambda *a: None)(self, self.epoch)
             if self.cfg.train.stop_after_epoch and self.epoch >= self.cfg.train.stop_after_epoch:
                 break
-        self.log.close()
-        return metrics
+        return self.finish_fit(metrics)
 
     def train_epoch(self) -> dict:
         self.loader.set_epoch(self.epoch)

@@ -21,14 +21,24 @@ class RunLog:
 
     def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool) -> None:
         self.enabled, self.path = enabled, Path(output_dir) / "metrics.csv"
-        self.tb = None
-        if enabled and tensorboard:
+        self.tensorboard, self.tb_dir, self._tb = enabled and tensorboard, Path(output_dir) / "tb", None
+
+    @property
+    def tb(self):
+        """The TensorBoard writer, created at the first scalar (a failed start leaves no empty event file);
+        None when TensorBoard is off or on other ranks."""
+        if self.tensorboard and self._tb is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(output_dir) / "tb"))
+            self._tb = SummaryWriter(str(self.tb_dir))
+        return self._tb
+
+    @property
+    def has_tb(self) -> bool:
+        return self.tensorboard
 
     def scalar(self, name: str, value: float, step: int) -> None:
-        if self.tb is not None:
+        if self.tensorboard:
             self.tb.add_scalar(name, value, step)
 
     def epoch(self, row: dict) -> None:
@@ -58,6 +68,22 @@ class RunLog:
             w.writeheader()
             w.writerows(keep)
 
+    def last_row(self) -> dict:
+        """The last epoch's metrics (numbers as floats), or {} if there are none."""
+        if not self.path.is_file():
+            return {}
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return {}
+        out = {}
+        for k, v in rows[-1].items():
+            try:
+                out[k] = int(v) if k == "epoch" else float(v)
+            except (TypeError, ValueError):
+                out[k] = v
+        return out
+
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        if self._tb is not None:
+            self._tb.close()

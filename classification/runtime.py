@@ -3,14 +3,16 @@ determinism), mixed precision, and uint8 -> normalised float batches on the devi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import restore_rng_states
-from .config import save_config
-from .distributed import init_distributed
+from . import run_dir
+from .checkpoint import load_checkpoint, restore_rng_states, save_on_main
+from .config import save_config, to_dict
+from .distributed import barrier, init_distributed
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,7 +65,7 @@ class Runtime:
         bad = ~torch.isfinite(loss.detach())
         self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), self.step + 1, self.first_bad_step)
         self.step += 1
-        if self.log.tb is not None and self.step % 10 == 0:
+        if self.log.has_tb and self.step % 10 == 0:
             self.pending_scalars.append((self.step, loss.detach().float()))
         for h in self.hooks:
             getattr(h, "after_step", lambda *a: None)(self, indices)
@@ -93,16 +95,64 @@ class Runtime:
     def refresh_progress(self) -> None:
         """Subclasses show their running averages on the progress bar here (read at check points only)."""
 
-    def start_fit(self, resume: bool) -> None:
-        """Resume from the run's ``last.pt`` if asked (the subclass's ``resume``); rank 0 writes the resolved
-        config to the run directory."""
+    def start_fit(self, resume: bool, overwrite: bool = False) -> bool:
+        """Apply the run-directory rules (:mod:`classification.run_dir`), resume from ``last.pt`` if asked and
+        there is one (the subclass's ``resume``), write the resolved config and the environment, and say
+        where the run lives. Returns whether the run resumed."""
+        resume = run_dir.prepare(self.out, resume, overwrite, self.info.is_main)
+        barrier(self.info)
         if resume:
             self.resume()
+        self.train_log = run_dir.TrainLog(self.out, self.info.is_main)
         if self.info.is_main:
             save_config(self.cfg, self.out / "config.yaml")
+            run_dir.record_env(self.out, self.device, self.info.world_size, resume)
+            where = f"resumed at {self.counter} {getattr(self, self.counter)}" if resume else "new run"
+            self.train_log.line(f"run directory {self.out} ({where}; {self.info.world_size} process(es) on "
+                                f"{self.device.type})")
+        return resume
+
+    counter = "epoch"  # what the run counts in its log lines and checkpoints ("step" for UDA rounds)
+
+    def load_run_checkpoint(self, path: str | Path, only: tuple[str, ...] = ()) -> dict:
+        """A checkpoint of this kind of run, after checking that its config fits (see
+        :func:`classification.run_dir.check_resume_config`); allowed changes are reported."""
+        ckpt = load_checkpoint(path)
+        if "config" not in ckpt:
+            raise run_dir.RunDirError(f"{path} is not a training checkpoint of this project (no 'config')")
+        allowed = run_dir.check_resume_config(ckpt["config"], to_dict(self.cfg), Path(path), only)
+        if allowed and self.info.is_main and not only:
+            print(f"resuming {path} with changed settings: {'; '.join(allowed)}", flush=True)
+        return ckpt
+
+    def log_epoch(self, row: dict) -> None:
+        """The epoch's row: ``metrics.csv`` / TensorBoard, and one line on the terminal and in ``train.log``."""
+        self.log.epoch(row)
+        self.train_log.line(run_dir.epoch_line(row, self.cfg.train.epochs))
+
+    def save_checkpoint(self, state: dict) -> None:
+        """``last.pt`` (atomically, rank 0; ``state`` is built collectively) and, every ``train.keep_every``
+        epochs, a copy ``epoch_NNNN.pt``."""
+        save_on_main(state, self.out / "last.pt", self.info)
+        self.saved_epoch = self.epoch
+        keep = self.cfg.train.keep_every
+        if keep and self.epoch % keep == 0 and self.info.is_main:
+            shutil.copyfile(self.out / "last.pt", self.out / f"epoch_{self.epoch:04d}.pt")
+
+    def finish_fit(self, metrics: dict) -> dict:
+        """End of ``fit``: a run that was already finished reports its last metrics; rank 0 lists the files."""
+        self.log.close()
+        if not metrics:
+            metrics = {k: v for k, v in self.log.last_row().items() if k != "epoch"}
+        if self.info.is_main and self.out.is_dir():
+            files = sorted(p.name + "/" * p.is_dir() for p in self.out.iterdir() if not p.name.startswith("."))
+            self.train_log.line(f"finished at {self.counter} {getattr(self, self.counter)}; "
+                                f"{self.out} holds {', '.join(files)}")
+        return metrics
 
     def restore_progress(self, ckpt: dict) -> None:
         """Epoch, step and this rank's RNG states from a checkpoint; drop log rows written after it."""
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.saved_epoch = self.epoch
         restore_rng_states(ckpt["rng"], self.generator, self.info)
         self.log.truncate_after(self.epoch)

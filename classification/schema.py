@@ -109,6 +109,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
+    keep_every: int = 0  # also keep a copy epoch_NNNN.pt every N epochs (0 = only last.pt / best.pt)
 
     def validate(self) -> None:
         if self.amp not in ("", "bf16", "fp16"):

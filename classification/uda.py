@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from .data import CORRUPT, EvalView, TrainView, base_dataset, collate, limit
+from .data import CORRUPT, EpochSeeded, EvalView, TrainView, base_dataset, collate, limit
 from .distributed import all_reduce_sum
 from .engine import Trainer
 from .schema import ClsConfig
@@ -69,7 +69,8 @@ class UnlabelledView(Dataset):
 class StepSampler(Sampler[int]):
     """Infinite index stream from ``start_step`` on: pass k is a seeded permutation of the dataset, each
     rank takes every world-th index of it, batches are consecutive. Restart-exact: the stream for a step
-    depends only on (seed, step)."""
+    depends only on (seed, step). Yields ``(index, stream position)`` for
+    :class:`~classification.data.EpochSeeded`, so each image's augmentation is seeded by its position."""
 
     def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start_step: int) -> None:
         self.n, self.batch, self.rank, self.world, self.seed, self.start = n, batch, rank, world, seed, start_step
@@ -83,8 +84,8 @@ class StepSampler(Sampler[int]):
             k, offset = divmod(pos, self.per_rank)
             g = torch.Generator().manual_seed(self.seed * 100_003 + k)
             mine = torch.randperm(self.n, generator=g)[self.rank::self.world][: self.per_rank].tolist()
-            for i in mine[offset:]:
-                yield i
+            for j, i in enumerate(mine[offset:], start=offset):
+                yield i, k * self.per_rank + j
             pos = (k + 1) * self.per_rank
 
 
@@ -117,10 +118,11 @@ class UDATrainer(Trainer):
         cfg, b = self.cfg, self.cfg.data.batch_size
         w, r, seed = self.info.world_size, self.info.rank, cfg.train.seed
         pin = self.device.type == "cuda"
-        sup = DataLoader(self.labelled_set, b, num_workers=cfg.data.workers, collate_fn=collate, pin_memory=pin,
-                         sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
+        sup = DataLoader(EpochSeeded(self.labelled_set, seed), b, num_workers=cfg.data.workers, collate_fn=collate,
+                         pin_memory=pin, sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
         ub = b * cfg.uda.unsup_ratio
-        unsup = DataLoader(self.unlabelled_set, ub, num_workers=cfg.data.workers, collate_fn=collate, pin_memory=pin,
+        unsup = DataLoader(EpochSeeded(self.unlabelled_set, seed + 1), ub, num_workers=cfg.data.workers,
+                           collate_fn=collate, pin_memory=pin,
                            sampler=StepSampler(len(self.unlabelled_set), ub, r, w, seed + 1, self.step))
         return zip(sup, unsup)
 

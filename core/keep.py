@@ -99,6 +99,9 @@ class KeepAugment:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
         if op in ("erasing", "cutmix") and size is not None:
             raise ValueError(f"size is drawn per image for op={op!r}; do not pass size")
+        if op == "cutmix" and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes (a positive int) is required for op='cutmix': the targets are mixed "
+                             f"as (B, num_classes) soft targets; got {num_classes!r}")
         if size is not None:
             size = _static_size(size)
         if target not in TARGETS:

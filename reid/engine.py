@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from classification.checkpoint import gather_rng_states, load_checkpoint, save_on_main
+from classification.checkpoint import gather_rng_states
 from classification.config import to_dict
+from classification.data import EpochSeeded, WithEpoch
 from classification.distributed import all_reduce_sum, barrier
 from classification.metrics import RunLog
 from classification.runtime import Runtime
@@ -98,7 +99,9 @@ class ReidTrainer(Runtime):
         train = ReidImages(self.dataset.train, cfg.data, train=True)
         self.sampler = IdentitySampler([p for _, p, _ in self.dataset.train], cfg.data.p, cfg.data.k, cfg.train.seed,
                                        self.info.rank, self.info.world_size)
-        self.loader = DataLoader(train, cfg.data.p * cfg.data.k, sampler=self.sampler, num_workers=cfg.data.workers,
+        # each image's flip / crop is seeded by (seed, epoch, index): exact resume with any number of workers
+        self.loader = DataLoader(EpochSeeded(train, cfg.train.seed), cfg.data.p * cfg.data.k,
+                                 sampler=WithEpoch(self.sampler), num_workers=cfg.data.workers,
                                  drop_last=True, pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = len(self.loader)
         if cfg.train.max_steps_per_epoch:
@@ -202,10 +205,10 @@ class ReidTrainer(Runtime):
                 "step": self.step, "rng": states, "config": to_dict(self.cfg)}
 
     def save(self) -> None:
-        save_on_main(self.state(), self.out / "last.pt", self.info)  # state() is a collective
+        self.save_checkpoint(self.state())  # state() is a collective
 
     def resume(self, path: str | Path | None = None, weights_only: bool = False) -> None:
-        ckpt = load_checkpoint(path or self.out / "last.pt")
+        ckpt = self.load_run_checkpoint(path or self.out / "last.pt", only=("model.",) if weights_only else ())
         self.net.load_state_dict(ckpt["model"])
         self.center.load_state_dict(ckpt["center"])
         if weights_only:
@@ -214,8 +217,8 @@ class ReidTrainer(Runtime):
             getattr(self, name).load_state_dict(ckpt[name])
         self.restore_progress(ckpt)
 
-    def fit(self, resume: bool = False) -> dict:
-        self.start_fit(resume)
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        self.start_fit(resume, overwrite)
         self.start_checks()
         metrics: dict = {}
         while self.epoch < self.cfg.train.epochs:
@@ -227,8 +230,7 @@ class ReidTrainer(Runtime):
                 if self.info.is_main:
                     (self.out / "eval.json").write_text(json.dumps({"epoch": self.epoch, **metrics}, indent=2))
             self.save()
-            self.log.epoch({"epoch": self.epoch, **metrics})
+            self.log_epoch({"epoch": self.epoch, **metrics})
             if self.cfg.train.stop_after_epoch and self.epoch >= self.cfg.train.stop_after_epoch:
                 break
-        self.log.close()
-        return metrics
+        return self.finish_fit(metrics)

@@ -1,11 +1,28 @@
-"""What the training entry points share: config loading with a readable error, and the fit-and-report tail."""
+"""What the training entry points share: config loading with a readable error, the run flags, and the
+fit-and-report tail that turns interrupts and runtime mistakes into one line."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from classification.config import ConfigError, load_config
+
+DEBUG_ENV = "KEEPAUG_DEBUG"  # =1: full tracebacks instead of one-line errors
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def debugging(args=None) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def add_run_flags(ap) -> None:
+    """``--resume``, ``--overwrite`` and ``--debug``, the same in every trainer's command line."""
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from <output_dir>/last.pt (starts a new run there if it has none)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run in <output_dir> instead of refusing")
+    ap.add_argument("--debug", action="store_true", help=f"full tracebacks (or set {DEBUG_ENV}=1)")
 
 
 def load_or_report(schema, path, overrides, errors: tuple[type[Exception], ...] = (ConfigError,)):
@@ -17,9 +34,39 @@ def load_or_report(schema, path, overrides, errors: tuple[type[Exception], ...] 
         return None
 
 
-def fit_and_report(trainer, resume: bool, counter: str = "epoch") -> int:
-    """Train (or continue) and print the final metrics as one JSON line on rank 0."""
-    metrics = trainer.fit(resume=resume)
+def one_line_errors(run, args=None) -> int:
+    """``run()``'s exit code; a mistake the user can fix (config, file, data, run directory) is one
+    ``error:`` line and exit 2 instead of a traceback, unless debugging."""
+    try:
+        return run()
+    except ConfigError as err:
+        if debugging(args):
+            raise
+        print(f"config error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except FloatingPointError as err:
+        if debugging(args):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError) as err:
+        if debugging(args):
+            raise
+        print(f"error: {err} (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def fit_and_report(trainer, args, counter: str = "epoch") -> int:
+    """Train (or continue) and print the final metrics as one JSON line on rank 0; Ctrl-C stops at once with
+    one line saying where the run can continue from (exit 130)."""
+    try:
+        metrics = trainer.fit(resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        last = trainer.out / "last.pt"
+        saved = f"{last} (epoch {getattr(trainer, 'saved_epoch', '?')})" if last.is_file() else "none yet"
+        print(f"\ninterrupted at epoch {trainer.epoch + 1} step {trainer.step}; last checkpoint {saved}; "
+              "continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if trainer.info.is_main:
         print(json.dumps({counter: getattr(trainer, counter), **metrics}))
     return 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from cli_common import fit_and_report, load_or_report
+from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 from classification.engine import Trainer
 from classification.export import export_backbone
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("config", nargs="?", help="YAML config (see classification/configs)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pt")
+    add_run_flags(ap)
     ap.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint and print JSON")
     ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
     ap.add_argument("--export", metavar="CKPT", help="export the backbone of a training checkpoint")
@@ -34,21 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         if not args.out:
             ap.error("--export needs --out")
-        print(json.dumps(export_backbone(args.export, args.out, args.with_classifier), indent=2))
+        info = one_line_errors(lambda: export_backbone(args.export, args.out, args.with_classifier), args)
+        if isinstance(info, int):
+            return info
+        print(json.dumps(info, indent=2))
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}", file=sys.stderr)
         return 0
     if not args.config:
         ap.error("a config file is required")
+    if args.eval_only and not args.checkpoint:
+        ap.error("--eval-only needs --checkpoint")
     cfg = load_or_report(ClsConfig, args.config, args.overrides)
     if cfg is None:
         return 2
+    return one_line_errors(lambda: run(cfg, args), args)
+
+
+def run(cfg, args) -> int:
     trainer = Trainer(cfg)
     if args.eval_only:
-        if not args.checkpoint:
-            ap.error("--eval-only needs --checkpoint")
-        trainer.resume(args.checkpoint)
+        trainer.load_weights(args.checkpoint)
         print(json.dumps(trainer.evaluate()))
         return 0
-    return fit_and_report(trainer, args.resume)
+    return fit_and_report(trainer, args)
 
 
 if __name__ == "__main__":

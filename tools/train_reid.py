@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli_common import fit_and_report, load_or_report
+from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
@@ -22,18 +22,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pt")
+    add_run_flags(ap)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
     ap.add_argument("--out", help="JSON file for --eval-only metrics (default <output_dir>/eval.json)")
     args = ap.parse_args(argv)
+    if args.eval_only and not args.checkpoint:
+        ap.error("--eval-only needs --checkpoint")
     cfg = load_or_report(ReidConfig, args.config, args.overrides)
     if cfg is None:
         return 2
+    return one_line_errors(lambda: run(cfg, args), args)
+
+
+def run(cfg, args) -> int:
     trainer = ReidTrainer(cfg)
     if args.eval_only:
-        if not args.checkpoint:
-            ap.error("--eval-only needs --checkpoint")
         trainer.resume(args.checkpoint, weights_only=True)
         metrics = trainer.evaluate()
         if trainer.info.is_main:
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(metrics, indent=2))
             print(json.dumps(metrics))
         return 0
-    return fit_and_report(trainer, args.resume)
+    return fit_and_report(trainer, args)
 
 
 if __name__ == "__main__":

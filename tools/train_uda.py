@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import fit_and_report, load_or_report
+from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 from classification.uda import SemiConfig, UDATrainer
 
@@ -18,12 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    ap.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pt")
+    add_run_flags(ap)
     args = ap.parse_args(argv)
     cfg = load_or_report(SemiConfig, args.config, args.overrides, errors=(ValueError,))  # ConfigError is one
     if cfg is None:
         return 2
-    return fit_and_report(UDATrainer(cfg), args.resume, counter="step")
+    return one_line_errors(lambda: fit_and_report(UDATrainer(cfg), args, counter="step"), args)
 
 
 if __name__ == "__main__":

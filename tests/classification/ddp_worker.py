@@ -30,7 +30,8 @@ def main():
     trainer = engine.Trainer(load_config(ClsConfig, config, overrides), hooks=[record := Record()])
     trainer.fit()
     result = {"rank": trainer.info.rank, "world": trainer.info.world_size, "steps": record.steps, "saves": saves,
-              "log_enabled": trainer.log.enabled, "keep_seed": trainer.generator.initial_seed()}
+              "log_enabled": trainer.log.enabled, "keep_seed": trainer.generator.initial_seed(),
+              "device_data": trainer.device_data}
     Path(out_dir, f"rank{trainer.info.rank}.json").write_text(json.dumps(result))
 
 

@@ -279,3 +279,24 @@ def build_datasets_and_device_loader(cfg):
 
     train, _, _ = build_datasets(cfg)
     return device_loader(train, cfg, torch.device("cpu"), DistInfo(), train=True)
+
+
+def test_decode_all_reads_folders_and_skips_unreadable_files(tmp_path):
+    from classification.data import FolderImages
+    from classification.device_data import decode_all
+
+    from .test_data import make_folder
+
+    make_folder(tmp_path, corrupt=True)
+    base = FolderImages(tmp_path / "train")
+    indices = list(range(len(base)))
+    bad_pos = next(i for i, (p, _) in enumerate(base.folder.samples) if p.endswith("9.png"))
+    with pytest.raises(OSError, match="9.png"):
+        decode_all(base, indices, skip_corrupt=False, threads=2)
+    images, labels, kept, bad = decode_all(base, indices, skip_corrupt=True, threads=2)
+    assert len(bad) == 1 and bad[0].endswith("9.png")
+    assert kept.tolist() == [i for i in indices if i != bad_pos]
+    assert labels.tolist() == [base.labels[i] for i in kept.tolist()]
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+    for img, i in zip(images, kept.tolist()):
+        assert torch.equal(img, torch.from_numpy(np.array(base.load_image(i))).permute(2, 0, 1))

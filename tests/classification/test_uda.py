@@ -76,7 +76,8 @@ def test_step_sampler_is_restart_exact_and_sharded():
     assert [next(later) for _ in range(8 * 13)] == stream[8 * 7:]
     r0, r1 = iter(StepSampler(50, 5, 0, 2, 1, 0)), iter(StepSampler(50, 5, 1, 2, 1, 0))
     first0, first1 = [next(r0) for _ in range(25)], [next(r1) for _ in range(25)]
-    assert not set(first0) & set(first1)
+    assert not {i for i, _ in first0} & {i for i, _ in first1}
+    assert [pos for _, pos in first0] == list(range(25))  # the stream position seeds each image's draws
 
 
 @pytest.fixture

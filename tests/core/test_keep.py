@@ -124,7 +124,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="tau"):
         KeepAugment("cutout", tau=-0.1)
     with pytest.raises(ValueError, match="size"):
-        KeepAugment("cutmix", 8)
+        KeepAugment("cutmix", 8, num_classes=4)
+    with pytest.raises(ValueError, match="num_classes"):  # at construction, not at the first call
+        KeepAugment("cutmix")
     with pytest.raises(ValueError, match="larger than the image"):
         KeepAugment("cutout", 20)(model, x, y)
     with pytest.raises(ValueError, match="y has batch size"):
