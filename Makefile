@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(PY) tools/demo.py
+	@$(PY) tools/demo.py $(ARGS)
 
 test: $(STAMP)
 	@$(PY) -m pytest -q tests

@@ -77,7 +77,7 @@ def run_arm(name: str, seed: int, root: Path, overrides: list[str], out_dir: Pat
                                         f"train.seed={seed}", f"train.output_dir={out_dir / f'{name}_s{seed}'}",
                                         "train.tensorboard=false"])
     trainer = Trainer(cfg)
-    metrics = trainer.fit()
+    metrics = trainer.fit(overwrite=True)
     rows = (trainer.out / "metrics.csv").read_text().splitlines()[1:]
     seconds = [float(r.split(",")[5]) for r in rows]
     return {"top1": metrics["val_top1"], "img_s": metrics["img_s"], "sec_per_epoch": statistics.median(seconds)}

@@ -63,7 +63,7 @@ def main() -> None:
                                                         f"data.workers={args.workers}",
                                                         f"data.limit_train={args.train_images}",
                                                         f"train.epochs={args.epochs}"]))
-        trainer.fit()
+        trainer.fit(overwrite=True)
         lines = (trainer.out / "metrics.csv").read_text().splitlines()
         col = lines[0].split(",").index("img_s")
         train = float(lines[-1].split(",")[col])  # the last epoch (the first warms up)

@@ -52,7 +52,7 @@ def main() -> None:
             cfg = load_config(ReidConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
                                                  *arm_overrides, f"train.seed={seed}", "train.progress=false",
                                                  "train.tensorboard=false", f"train.output_dir={run_dir}"])
-            m = ReidTrainer(cfg).fit()
+            m = ReidTrainer(cfg).fit(overwrite=True)
             results.setdefault(arm, []).append({k: m[k] for k in ("rank1", "mAP", "mINP", "img_s")})
     device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
 

@@ -48,7 +48,7 @@ def main() -> None:
                                                  *arm_overrides, f"train.seed={seed}", f"uda.split_seed={seed}",
                                                  f"train.output_dir={out / f'{arm}_s{seed}'}",
                                                  "train.tensorboard=false", "train.progress=false"])
-            metrics = UDATrainer(cfg).fit()
+            metrics = UDATrainer(cfg).fit(overwrite=True)
             results.setdefault(arm, []).append({k: metrics[k] for k in ("val_top1", "mask_rate", "img_s")})
     device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
     print(f"\n# bench_uda, preset {args.preset}, {device}\n")

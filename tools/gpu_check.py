@@ -93,7 +93,7 @@ def cifar_run(arm: str, seed: int, overrides: list[str], out_dir: Path) -> dict:
                                               f"train.output_dir={out_dir / f'{arm}_s{seed}'}"])
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
-    metrics = trainer.fit()
+    metrics = trainer.fit(overwrite=True)
     rows = (trainer.out / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     img_s = [float(r.split(",")[header.index("img_s")]) for r in rows[1:]]

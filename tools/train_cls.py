@@ -2,6 +2,7 @@
 
     python tools/train_cls.py classification/configs/cifar10/resnet18_keep_cutout.yaml data.root=/data/cifar10
     torchrun --nproc_per_node 8 tools/train_cls.py CONFIG [key=value ...] [--resume]
+    python tools/train_cls.py --eval-only --checkpoint runs/x/last.pt [key=value ...]   # the checkpoint's config
     python tools/train_cls.py CONFIG --eval-only --checkpoint runs/x/last.pt
     python tools/train_cls.py --export runs/x/last.pt --out backbone.pth [--with-classifier]
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
+from classification.config import config_from_checkpoint
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
@@ -41,10 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(info, indent=2))
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}", file=sys.stderr)
         return 0
-    if not args.config:
-        ap.error("a config file is required")
     if args.eval_only and not args.checkpoint:
         ap.error("--eval-only needs --checkpoint")
+    if args.config and "=" in args.config and not Path(args.config).is_file():  # an override, not a file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.eval_only and not args.config:  # model and data settings from the checkpoint; overrides win
+        cfg = one_line_errors(lambda: config_from_checkpoint(ClsConfig, args.checkpoint, args.overrides), args)
+        if isinstance(cfg, int):
+            return cfg
+        return one_line_errors(lambda: run(cfg, args), args)
+    if not args.config:
+        ap.error("a config file is required")
     cfg = load_or_report(ClsConfig, args.config, args.overrides)
     if cfg is None:
         return 2

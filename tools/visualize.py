@@ -12,6 +12,7 @@ Outlines: red = region cut, green = region pasted back.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +51,39 @@ def train_briefly(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return model.eval()
 
 
-def load_checkpoint(path: str, model_name: str, num_classes: int, width: int) -> torch.nn.Module:
-    """A ``{"model": state_dict, ...}`` checkpoint or a plain state dict of ``model_name``."""
-    if not Path(path).is_file():
+def stored_model_config(path: Path, state) -> dict:
+    """The ``model`` section a training checkpoint (``config``) or an export's JSON sidecar recorded, or {}."""
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        return state["config"].get("model", {})
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text()).get("config", {}).get("model", {})
+    return {}
+
+
+def load_checkpoint(path: str, model_name: str, num_classes: int, width: int | None) -> torch.nn.Module:
+    """A training checkpoint (``last.pt`` / ``best.pt``), an export (with its JSON), or a plain state dict
+    of ``model_name``. The model name and its arguments (width, ...) come from the checkpoint when it
+    recorded them; ``--width`` overrides."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = state if isinstance(state, dict) and "model" in state else {}
-    sd = meta.get("model", state)
-    model = create_model(meta.get("model_name", model_name), num_classes=num_classes, width=meta.get("width", width))
+    model_cfg = stored_model_config(path, state)
+    sd = state["model"] if isinstance(state, dict) and "model" in state else state
+    name = model_cfg.get("name", model_name)
+    kwargs = dict(model_cfg.get("kwargs", {}))
+    if width is not None:
+        kwargs["width"] = width
+    elif not model_cfg:  # a plain state dict says nothing: the width this tool trains with
+        kwargs["width"] = 32
+    model = create_model(name, num_classes=model_cfg.get("num_classes", num_classes), **kwargs)
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing and all(k.startswith("fc.") for k in missing):
+        raise ValueError(f"{path} has no classifier (an export without --with-classifier): the saliency needs "
+                         f"it; export with --with-classifier or pass the training checkpoint")
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not match {model_name}: "
+        raise ValueError(f"checkpoint {path} does not match {name} {kwargs}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
 
@@ -117,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="model checkpoint; without it a model is trained briefly on the sample")
     ap.add_argument("--model", default="cifar_resnet18", help="model name (for a plain state dict)")
-    ap.add_argument("--width", type=int, default=32, help="base width of the CIFAR ResNet")
+    ap.add_argument("--width", type=int, help="base width of the CIFAR ResNet (default: the checkpoint's, else 32)")
     ap.add_argument("--images", help="tar archive with test/<class>/*.jpg (default: the embedded sample)")
     ap.add_argument("--num-images", type=int, default=6)
     ap.add_argument("--train-steps", type=int, default=150)
@@ -132,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_checkpoint(args.checkpoint, args.model, len(classes), args.width)
     else:
         train_x, train_y, _ = load_sample("train")
-        model = train_briefly(create_model(args.model, num_classes=len(classes), width=args.width),
+        model = train_briefly(create_model(args.model, num_classes=len(classes), width=args.width or 32),
                               train_x, train_y, args.train_steps, seed=args.seed)
     images, labels = pick_images(test_x, test_y, args.num_images)
     fig = make_figure(model, images, labels, args.size, args.tau, args.seed)
