@@ -21,7 +21,20 @@ from .augment import image_transform, plan
 from .device_data import DeviceLoader, decode_all
 from .sample import SAMPLE, load_image_archive
 
-CORRUPT = object()  # marker returned in place of an unreadable item when skipping
+class UnreadableImage(OSError):
+    """An image file that cannot be decoded; ``path`` names it."""
+
+    def __init__(self, path: str, err: Exception) -> None:
+        super().__init__(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)")
+        self.path = path
+
+
+class Corrupt:
+    """Returned in place of an unreadable item when ``data.skip_corrupt`` is on; ``collate`` drops it and
+    reports its file."""
+
+    def __init__(self, err: OSError) -> None:
+        self.path = getattr(err, "path", str(err))
 
 
 class ArrayImages(Dataset):
@@ -62,7 +75,7 @@ class FolderImages(Dataset):
             with Image.open(path) as img:
                 return img.convert("RGB")
         except Exception as err:  # noqa: BLE001 - re-raised with the file name
-            raise OSError(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)") from err
+            raise UnreadableImage(path, err) from err
 
 
 def _cifar_torchvision(root: Path, train: bool, download: bool) -> ArrayImages:
@@ -104,12 +117,12 @@ def _layout(data_cfg) -> str:
 
 
 def load_or_skip(base, i: int, skip: bool):
-    """``base.load(i)``, or the CORRUPT marker for an unreadable image when skipping."""
+    """``base.load(i)``, or a :class:`Corrupt` marker for an unreadable image when skipping."""
     try:
         return base.load(i)
-    except OSError:
+    except OSError as err:
         if skip:
-            return CORRUPT
+            return Corrupt(err)
         raise
 
 
@@ -130,7 +143,7 @@ class Lighting:
 
 
 class _View(Dataset):
-    """A transformed view of a base dataset; unreadable images become ``CORRUPT`` if ``skip_corrupt``."""
+    """A transformed view of a base dataset; unreadable images become :class:`Corrupt` if ``skip_corrupt``."""
 
     def __init__(self, base, data_cfg) -> None:
         self.base, self.skip = base, data_cfg.skip_corrupt
@@ -160,8 +173,8 @@ class TrainView(_View):
 
     def __getitem__(self, i: int):
         loaded = self.load(i)
-        if loaded is CORRUPT:
-            return CORRUPT
+        if isinstance(loaded, Corrupt):
+            return loaded
         img, label = loaded
         clean = self.geometric(img)
         if self.image_op is None:
@@ -186,16 +199,16 @@ class EvalView(_View):
 
     def __getitem__(self, i: int):
         loaded = self.load(i)
-        if loaded is CORRUPT:
-            return CORRUPT
+        if isinstance(loaded, Corrupt):
+            return loaded
         img, label = loaded
         return self.transform(img), label, i
 
 
 def collate(items: list):
-    """Stack a batch, dropping skipped (corrupt) items; returns ``(tensors..., n_skipped)``."""
-    good = [it for it in items if it is not CORRUPT]
-    skipped = len(items) - len(good)
+    """Stack a batch, dropping skipped (corrupt) items; returns ``(tensors or None, skipped file names)``."""
+    good = [it for it in items if not isinstance(it, Corrupt)]
+    skipped = [it.path for it in items if isinstance(it, Corrupt)]
     if not good:
         return None, skipped
     cols = list(zip(*good))
@@ -270,7 +283,7 @@ class WithEpoch(torch.utils.data.Sampler):
 
 
 class WorkerLoader:
-    """The DataLoader-worker path: PIL transforms per item, batches ``(tensors, n_skipped)``."""
+    """The DataLoader-worker path: PIL transforms per item, batches ``(tensors, skipped file names)``."""
 
     def __init__(self, dataset: Dataset, cfg, device: torch.device, info) -> None:
         self.sampler = EpochSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.train.seed,
@@ -304,7 +317,7 @@ def use_device_loader(cfg, device: torch.device) -> bool:
 
 
 class _DeviceBatches:
-    """A :class:`~classification.device_data.DeviceLoader` yielding the worker path's ``(tensors, 0)``."""
+    """A :class:`~classification.device_data.DeviceLoader` yielding the worker path's ``(tensors, [])``."""
 
     def __init__(self, loader: DeviceLoader, skipped: list[str]) -> None:
         self.loader, self.skipped = loader, skipped
@@ -316,7 +329,7 @@ class _DeviceBatches:
         return len(self.loader)
 
     def __iter__(self):
-        return ((list(batch), 0) for batch in self.loader)
+        return ((list(batch), []) for batch in self.loader)
 
 
 def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool) -> _DeviceBatches:

@@ -218,12 +218,13 @@ class Trainer(Runtime):
     def train_epoch(self) -> dict:
         self.loader.set_epoch(self.epoch)
         self.totals = torch.zeros(3, device=self.device)  # this rank's loss sum, hits, images
-        skipped, self.epoch_start = 0, time.perf_counter()
+        skipped: list[str] = []
+        self.epoch_start = time.perf_counter()
         self.bar = self.progress_bar()
-        for i, (tensors, n_skipped) in enumerate(self.loader):
+        for i, (tensors, bad) in enumerate(self.loader):
             if i >= self.steps_per_epoch:
                 break
-            skipped += n_skipped
+            skipped += bad
             if tensors is None:
                 continue
             self.step_batch(tensors)
@@ -231,10 +232,13 @@ class Trainer(Runtime):
         self.check_point()
         self.bar.close()
         seconds = time.perf_counter() - self.epoch_start
-        totals = all_reduce_sum(torch.cat([self.totals, self.totals.new_full((1,), skipped)]), self.info)
+        if skipped:  # each rank names the files it skipped (rank 0 also into train.log)
+            rank = f"rank {self.info.rank}: " if self.info.distributed else ""
+            line = (f"{rank}epoch {self.epoch + 1}: skipped {len(skipped)} unreadable image(s): "
+                    f"{', '.join(sorted(set(skipped)))}")
+            self.train_log.line(line) if self.info.is_main else print(line, flush=True)
+        totals = all_reduce_sum(torch.cat([self.totals, self.totals.new_full((1,), len(skipped))]), self.info)
         loss_sum, hits, n, skipped = totals.tolist()
-        if skipped and self.info.is_main:
-            print(f"epoch {self.epoch + 1}: skipped {int(skipped)} unreadable image(s)")
         return {"train_loss": loss_sum / max(n, 1), "train_top1": 100 * hits / max(n, 1),
                 "lr": self.optimizer.param_groups[0]["lr"], "img_s": n / seconds, "seconds": seconds,
                 "skipped": int(skipped)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from .data import CORRUPT, EpochSeeded, EvalView, TrainView, base_dataset, collate, limit
+from .data import Corrupt, EpochSeeded, EvalView, TrainView, base_dataset, collate, limit
 from .distributed import all_reduce_sum
 from .engine import Trainer
 from .schema import ClsConfig
@@ -58,9 +58,9 @@ class UnlabelledView(Dataset):
         i = self.indices[k]
         try:
             img = self.view.base.load_image(i)
-        except OSError:
+        except OSError as err:
             if self.view.skip:
-                return CORRUPT
+                return Corrupt(err)
             raise
         clean = self.view.geometric(img)
         return self.view.to_tensor(clean), self.view.to_tensor(self.view.image_op(clean)), i

@@ -4,6 +4,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 
 from classification.data import TrainView, base_dataset, build_datasets, collate
+from classification.engine import Trainer
 
 
 def test_pair_shares_crop_and_flip(tiny_cfg):
@@ -45,12 +46,23 @@ def test_imagefolder_layout_and_corrupt_images(tmp_path, tiny_cfg):
                    "data.limit_val=0")
     train, val, classes = build_datasets(cfg)
     assert classes == ["cat", "dog"] and len(train) == 7 and len(val) == 6
-    with pytest.raises(OSError, match="9.png"):
+    with pytest.raises(OSError, match=r"9.png.*data.skip_corrupt=true"):  # names the file and the way out
         [train[i] for i in range(len(train))]
     cfg.data.skip_corrupt = True
     train, _, _ = build_datasets(cfg)
-    skipped = sum(s for _, s in DataLoader(train, batch_size=4, collate_fn=collate))
-    assert skipped == 1
+    skipped = [name for _, names in DataLoader(train, batch_size=4, collate_fn=collate) for name in names]
+    assert len(skipped) == 1 and skipped[0].endswith("9.png")  # the skipped file is named, not only counted
+
+
+def test_skipped_images_are_named_in_the_train_log(tmp_path, tiny_cfg):
+    make_folder(tmp_path / "data", corrupt=True)
+    cfg = tiny_cfg("data.dataset=imagefolder", f"data.root={tmp_path / 'data'}", "model.num_classes=2",
+                   "data.limit_train=0", "data.limit_val=0", "data.skip_corrupt=true", "train.max_steps_per_epoch=0")
+    trainer = Trainer(cfg)
+    metrics = trainer.fit()
+    assert metrics["skipped"] == 1
+    assert "skipped 1 unreadable image(s):" in (trainer.out / "train.log").read_text()
+    assert "9.png" in (trainer.out / "train.log").read_text()
 
 
 def test_missing_data_says_what_layout_is_expected(tmp_path, tiny_cfg):

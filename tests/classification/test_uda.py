@@ -98,7 +98,8 @@ def test_short_uda_run(method, uda_overrides):
 
 
 def test_unlabelled_labels_are_never_read_and_resume_is_exact(uda_overrides, tmp_path, monkeypatch):
-    cfg = load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment"])
+    workers = "data.workers=2"  # each image's RandAugment is seeded by its stream position: exact with workers
+    cfg = load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment", workers])
     reference = UDATrainer(cfg)
     reference.fit()
     import classification.uda as uda_module
@@ -125,7 +126,7 @@ def test_unlabelled_labels_are_never_read_and_resume_is_exact(uda_overrides, tmp
     out = tmp_path / "resumed"
     out.mkdir()
     (out / "split.json").write_text((reference.out / "split.json").read_text())
-    cut = load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment",
+    cut = load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment", workers,
                                              f"train.output_dir={out}", "train.stop_after_epoch=1"])
     UDATrainer(cut).fit()
     cut.train.stop_after_epoch = 0

@@ -85,10 +85,11 @@ def test_short_run_loss_falls_and_eval_writes_json(tiny):
 
 @pytest.mark.slow
 def test_resume_is_exact_and_eval_only_cli(tiny, tmp_path):
-    full = ReidTrainer(load_config(ReidConfig, BASE, [*tiny, "train.epochs=2", "eval.every=100",
+    workers = "data.workers=2"  # each image's flip / crop is seeded per (epoch, index): exact with workers too
+    full = ReidTrainer(load_config(ReidConfig, BASE, [*tiny, "train.epochs=2", "eval.every=100", workers,
                                                       f"train.output_dir={tmp_path / 'full'}"]))
     full.fit()
-    part = [*tiny, "train.epochs=2", "eval.every=100", f"train.output_dir={tmp_path / 'cut'}"]
+    part = [*tiny, "train.epochs=2", "eval.every=100", workers, f"train.output_dir={tmp_path / 'cut'}"]
     ReidTrainer(load_config(ReidConfig, BASE, [*part, "train.stop_after_epoch=1"])).fit()
     resumed = ReidTrainer(load_config(ReidConfig, BASE, part))
     resumed.fit(resume=True)
