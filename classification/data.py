@@ -21,6 +21,7 @@ from .augment import image_transform, plan
 from .device_data import DeviceLoader, decode_all
 from .sample import SAMPLE, load_image_archive
 
+
 class UnreadableImage(OSError):
     """An image file that cannot be decoded; ``path`` names it."""
 
