@@ -8,6 +8,7 @@ or, with ``data.skip_corrupt``, is dropped from its batch and counted.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,11 @@ class WorkerLoader:
     """The DataLoader-worker path: PIL transforms per item, batches ``(tensors, skipped file names)``."""
 
     def __init__(self, dataset: Dataset, cfg, device: torch.device, info) -> None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if info.is_main and cfg.data.workers * info.world_size > cores:
+            print(f"warning: data.workers={cfg.data.workers} x {info.world_size} process(es) on {cores} core(s): "
+                  f"the workers will compete with training; data.workers={max(0, cores // info.world_size - 1)} "
+                  "fits this machine", flush=True)
         self.sampler = EpochSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.train.seed,
                                     drop_last=info.distributed)
         self.loader = DataLoader(EpochSeeded(dataset, cfg.train.seed), cfg.data.batch_size, sampler=self.sampler,

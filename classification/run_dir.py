@@ -75,17 +75,24 @@ def prepare(out: Path, resume: bool, overwrite: bool, is_main: bool) -> bool:
     if resume and not ckpt.is_file():
         if is_main:
             print(f"--resume: no checkpoint in {out}; starting a new run there", flush=True)
-        return False
+        resume = False
     if not resume and ckpt.is_file():
         if not overwrite:
             raise RunDirError(f"train.output_dir {out} already holds a run (last.pt): continue it with --resume, "
                               "choose another train.output_dir, or replace it with --overwrite")
         if is_main:
-            for name in RUN_FILES:
-                path = out / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            clear(out)
             print(f"--overwrite: removed the previous run's files from {out}", flush=True)
+    elif not resume and is_main and any((out / name).exists() for name in RUN_FILES):
+        clear(out)  # a start that died before its first checkpoint: nothing to continue
+        print(f"removed the files of a run in {out} that never reached a checkpoint", flush=True)
     return resume
+
+
+def clear(out: Path) -> None:
+    """Remove a run's files (not anything else the folder holds)."""
+    for path in [*(out / name for name in RUN_FILES), *out.glob("epoch_*.pt")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def git_commit() -> str:

@@ -49,7 +49,8 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def progress_bar(self, unit_name: str = "epoch") -> tqdm:
-        """The epoch's progress bar (rank 0, unless ``train.progress`` is off)."""
+        """The epoch's progress bar (rank 0, unless ``train.progress`` is off); called as an epoch starts."""
+        self.running_epoch = self.epoch + 1  # the epoch an interrupt lands in (self.epoch counts finished ones)
         return tqdm(total=self.steps_per_epoch, desc=f"{unit_name} {self.epoch + 1}/{self.cfg.train.epochs}",
                     unit="step", disable=not (self.info.is_main and self.cfg.train.progress), leave=False)
 

@@ -53,7 +53,12 @@ class BoTNet(nn.Module):
         `classification` (``module.`` / ``state_dict`` wrappers stripped, ``fc`` skipped)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"backbone weights not found: {path}")
+            raise FileNotFoundError(
+                f"model.pretrained: backbone weights not found: {path}. It must be ImageNet weights of a ResNet in "
+                f"torchvision naming: torchvision's resnet50/101 state dict (e.g. saved from "
+                f"torchvision.models.resnet101(weights='IMAGENET1K_V1')), or a backbone exported by "
+                f"tools/train_cls.py --export; with internet, model.pretrained= "
+                f"model.torchvision_weights=IMAGENET1K_V1 downloads them; model.pretrained= alone trains from scratch")
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
         state = {k.removeprefix("module."): v for k, v in state.items()}

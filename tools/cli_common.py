@@ -25,11 +25,13 @@ def add_run_flags(ap) -> None:
     ap.add_argument("--debug", action="store_true", help=f"full tracebacks (or set {DEBUG_ENV}=1)")
 
 
-def load_or_report(schema, path, overrides, errors: tuple[type[Exception], ...] = (ConfigError,)):
+def load_or_report(schema, path, overrides, errors: tuple[type[Exception], ...] = (ConfigError,), args=None):
     """The config, or ``None`` after printing ``config error: ...`` (the caller exits 2)."""
     try:
         return load_config(schema, path, overrides)
     except errors as err:
+        if debugging(args):
+            raise
         print(f"config error: {err}", file=sys.stderr)
         return None
 
@@ -64,7 +66,8 @@ def fit_and_report(trainer, args, counter: str = "epoch") -> int:
     except KeyboardInterrupt:
         last = trainer.out / "last.pt"
         saved = f"{last} (epoch {getattr(trainer, 'saved_epoch', '?')})" if last.is_file() else "none yet"
-        print(f"\ninterrupted at epoch {trainer.epoch + 1} step {trainer.step}; last checkpoint {saved}; "
+        epoch = getattr(trainer, "running_epoch", trainer.epoch + 1)
+        print(f"\ninterrupted at epoch {epoch} step {trainer.step}; last checkpoint {saved}; "
               "continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     if trainer.info.is_main:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return one_line_errors(lambda: run(cfg, args), args)
     if not args.config:
         ap.error("a config file is required")
-    cfg = load_or_report(ClsConfig, args.config, args.overrides)
+    cfg = load_or_report(ClsConfig, args.config, args.overrides, args=args)
     if cfg is None:
         return 2
     return one_line_errors(lambda: run(cfg, args), args)

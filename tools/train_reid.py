@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.eval_only and not args.checkpoint:
         ap.error("--eval-only needs --checkpoint")
-    cfg = load_or_report(ReidConfig, args.config, args.overrides)
+    cfg = load_or_report(ReidConfig, args.config, args.overrides, args=args)
     if cfg is None:
         return 2
     return one_line_errors(lambda: run(cfg, args), args)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
     add_run_flags(ap)
     args = ap.parse_args(argv)
-    cfg = load_or_report(SemiConfig, args.config, args.overrides, errors=(ValueError,))  # ConfigError is one
+    cfg = load_or_report(SemiConfig, args.config, args.overrides, errors=(ValueError,), args=args)  # ConfigError is one
     if cfg is None:
         return 2
     return one_line_errors(lambda: fit_and_report(UDATrainer(cfg), args, counter="step"), args)

@@ -96,8 +96,6 @@ def test_second_run_is_refused_and_overwrite_replaces_the_run(tiny_cfg, capsys):
     assert log.count("run directory") == 1 and "epoch 2/2" not in log
 
 
-@pytest.mark.xfail(strict=True, reason="BUG classification/run_dir.py:28: RUN_FILES lacks the epoch_NNNN.pt copies "
-                                       "(train.keep_every), so --overwrite leaves the replaced run's copies behind")
 def test_overwrite_also_removes_kept_epoch_copies(tiny_cfg):
     Trainer(tiny_cfg("train.epochs=2", "train.keep_every=1")).fit()
     out = Trainer(tiny_cfg()).out
