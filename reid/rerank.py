@@ -91,13 +91,14 @@ def re_ranking_reference(query: torch.Tensor, gallery: torch.Tensor, k1: int = 2
 # vectorised implementation
 
 
-def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every element of the segments ``[starts[k], starts[k] + counts[k])``, as (segment k, position)."""
+def _segments(starts: torch.Tensor, counts: torch.Tensor, *per_segment: torch.Tensor) -> list[torch.Tensor]:
+    """Positions of every element of the segments ``[starts[k], starts[k] + counts[k])``, concatenated,
+    followed by each of ``per_segment`` repeated ``counts`` times (the segment's value for each element)."""
     total = int(counts.sum())
-    seg = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts, output_size=total)
-    first = torch.cumsum(counts, 0) - counts
-    pos = starts[seg] + torch.arange(total, device=counts.device) - first[seg]
-    return seg, pos
+    rep = lambda x: torch.repeat_interleave(x, counts, output_size=total)  # noqa: E731
+    pos = rep(starts - (torch.cumsum(counts, 0) - counts))
+    pos += torch.arange(total, device=counts.device)
+    return [pos] + [rep(x) for x in per_segment]
 
 
 def _chunks(costs: torch.Tensor, budget: int, max_items: int):
@@ -121,130 +122,135 @@ def _row_ptr(rows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-               block: int = 2048, device: torch.device | str | None = None, budget: int = 1 << 22) -> np.ndarray:
+               block: int = 2048, device: torch.device | str | None = None, budget: int = 1 << 21) -> np.ndarray:
     """Re-ranked ``(Q, G)`` distances for L2-normalised (or raw) features (float32 numpy), vectorised.
 
     Same output as :func:`re_ranking_reference` (to float rounding) on ``device`` (default: the features'
-    device). ``block`` rows of the distance matrix are computed at a time (keep it equal to the
-    reference's for bitwise-identical neighbour lists on CPU); ``budget`` bounds the number of sparse
-    entries handled per chunk in the expansion and Jaccard steps (peak memory about ``budget * 40`` bytes
-    on top of the ``(block, Q + G)`` distance block and the ``(Q, G)`` output).
+    device). ``block`` rows of the distance matrix are computed at a time, with the reference's
+    expression, so that on CPU the neighbour lists (ties included) are bitwise those of the reference
+    (keep it equal to the reference's ``block``); peak memory is about one ``(block, Q + G)`` float32
+    block, the ``(Q, G)`` float32 output and the features. ``budget`` bounds the number of sparse entries
+    handled at once in the later steps (a few hundred MB of temporaries at the default).
     """
-    import time; _t0=[time.perf_counter()]
-    def _T(l):
-        t=time.perf_counter(); print(l, round(t-_t0[0],3), flush=True); _t0[0]=t
     dev = torch.device(device) if device is not None else query.device
     feats = torch.cat([query.to(dev), gallery.to(dev)]).float()
     q, n = query.shape[0], feats.shape[0]
     ng = n - q
-    long = dict(dtype=torch.long, device=dev)
     kf, kh = k1 + 1, int(np.around(k1 / 2)) + 1
+    arange = lambda a, b: torch.arange(a, b, device=dev)  # noqa: E731
 
-    # 1. k1 + 1 nearest of every row, row maxima, and the normalised query x gallery distances.
-    #    Same expression and blocks as the reference's ``_neighbours``: identical top-k on CPU.
+    # 1. The kf nearest of every row (with their distances), row maxima, and the normalised query x
+    #    gallery distances. Same expression and row blocks as the reference's ``_neighbours`` (2 * A @ B
+    #    is (2 * A) @ B), into reused buffers: bitwise the same distances and top-k on CPU.
     sq = (feats * feats).sum(1)
-    nn = torch.empty((n, kf), **long)
+    nn = torch.empty((n, kf), dtype=torch.long, device=dev)
+    nn_d = torch.empty((n, kf), device=dev)
     row_max = torch.empty(n, device=dev)
     final = torch.empty((q, ng), device=dev)
+    buf = torch.empty((min(block, n), n), device=dev)
+    sub = max(1, (1 << 22) // n)  # rows of the (sq_i + sq_j) temporary
     for s in range(0, n, block):
         e = min(s + block, n)
-        d = sq[s:e, None] + sq[None]
-        d.sub_(2 * feats[s:e] @ feats.T).clamp_min_(0)
-        row_max[s:e] = d.amax(1)
-        nn[s:e] = d.topk(kf, dim=1, largest=False).indices
+        d = buf[: e - s]
+        torch.matmul(2 * feats[s:e], feats.T, out=d)
+        for a in range(s, e, sub):  # d = (sq_i + sq_j) - d, as the reference rounds it
+            b = min(a + sub, e)
+            torch.sub(sq[a:b, None] + sq[None], d[a - s:b - s], out=d[a - s:b - s])
+        d.clamp_min_(0)
+        torch.amax(d, 1, out=row_max[s:e])
+        nn_d[s:e], nn[s:e] = d.topk(kf, dim=1, largest=False)
         if s < q:
             eq = min(e, q)
             torch.div(d[: eq - s, q:], row_max[s:eq, None], out=final[s:eq])
-        del d
+    del buf, d
 
-    _T('# 2. k-recip')
-    # 2. k-reciprocal masks: nn[i, a] is kept if i is among the kf nearest of nn[i, a] (recip), and
-    #    likewise with the kh nearest for the candidates' own sets (half).
+    # 2. k-reciprocal masks: nn[i, a] is kept if i is among the kf nearest of nn[i, a] (recip); likewise
+    #    with the kh nearest for the candidates' own sets (half).
     nnh = nn[:, :kh]
-    rows_per = max(1, budget // (kf * kf))
     recip = torch.empty((n, kf), dtype=torch.bool, device=dev)
     half = torch.empty((n, kh), dtype=torch.bool, device=dev)
-    for s in range(0, n, rows_per):
-        e = min(s + rows_per, n)
-        me = torch.arange(s, e, device=dev)[:, None, None]
+    step = max(1, budget // (kf * kf))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        me = arange(s, e)[:, None, None]
         recip[s:e] = (nn[nn[s:e]] == me).any(2)
         half[s:e] = (nnh[nnh[s:e]] == me).any(2)
 
-    _T('# 3. expansi')
-    # 3. expansion: each reciprocal candidate c adds its half-set if more than 2/3 of it lies in recip(i);
-    #    the union (deduplicated) becomes row i of V, weighted by exp(-distance), normalised per row.
-    rows_l, cols_l = [], []
-    rows_per = max(1, budget // (kf * kh * kf))
-    for s in range(0, n, rows_per):
-        e = min(s + rows_per, n)
+    # 3. Expansion: each reciprocal candidate c adds its half-set if more than 2/3 of it lies in recip(i);
+    #    the deduplicated union is row i of V (a row-major COO, columns ascending), weighted by
+    #    exp(-distance / row max) and normalised per row. Distances of members among the kf nearest come
+    #    from step 1, the few others from a dot product of gathered features.
+    width = kf + kf * kh
+    rows_l, cols_l, dist_l = [], [], []
+    step = max(1, budget // (width * kf))
+    for s in range(0, n, step):
+        e = min(s + step, n)
         fw, rm = nn[s:e], recip[s:e]
         cand, cmask = nnh[fw], half[fw]  # (R, kf, kh): the candidates' half-sets
-        inside = ((cand[..., None] == fw[:, None, None, :]) & rm[:, None, None, :]).any(-1)
-        inter = (cmask & inside).sum(-1)
+        match = cand[..., None] == fw[:, None, None, :]  # (R, kf, kh, kf): cand[r, a, b] is fw[r, c]
+        inter = (cmask & (match & rm[:, None, None, :]).any(-1)).sum(-1)
         accept = rm & (inter.double() > 2 / 3 * cmask.sum(-1).double())
-        members = torch.cat([torch.where(rm, fw, n),
-                             torch.where(accept[..., None] & cmask, cand, n).flatten(1)], 1).sort(1).values
+        # distance of each cand member from step 1 when it is among the kf nearest, else nan
+        cand_d = torch.gather(nn_d[s:e], 1, match.byte().argmax(-1).flatten(1))
+        cand_d.masked_fill_(~match.any(-1).flatten(1), float("nan"))
+        members = torch.cat([torch.where(rm, fw, n), torch.where(accept[..., None] & cmask, cand, n).flatten(1)], 1)
+        members, order = members.sort(1)
+        dist = torch.cat([nn_d[s:e], cand_d], 1).gather(1, order)
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]
-        rows_l.append(torch.arange(s, e, device=dev)[:, None].expand_as(members)[keep])
+        rows_l.append(arange(s, e)[:, None].expand_as(members)[keep])
         cols_l.append(members[keep])
-    v_row, v_col = torch.cat(rows_l), torch.cat(cols_l)  # row-major, columns ascending within a row
-    del rows_l, cols_l
-    _T('dist = torch')
-    dist = torch.empty(len(v_row), device=dev)
-    per = max(1, budget // max(1, feats.shape[1]) * 4)
-    for s in range(0, len(v_row), per):
-        r, c = v_row[s:s + per], v_col[s:s + per]
-        dot = torch.bmm((2 * feats[r])[:, None, :], feats[c][:, :, None])[:, 0, 0]
-        dist[s:s + per] = (sq[r] + sq[c] - dot).clamp_min(0) / row_max[r]
-    w = torch.exp(-dist.double())
+        dist_l.append(dist[keep])
+    v_row, v_col, dist = torch.cat(rows_l), torch.cat(cols_l), torch.cat(dist_l)
+    del rows_l, cols_l, dist_l, recip, half
+    todo = dist.isnan().nonzero()[:, 0]
+    step = max(1, budget // feats.shape[1])
+    for s in range(0, len(todo), step):
+        t = todo[s:s + step]
+        r, c = v_row[t], v_col[t]
+        dot = torch.bmm((2 * feats.index_select(0, r))[:, None, :], feats.index_select(0, c)[:, :, None])[:, 0, 0]
+        dist[t] = (sq[r] + sq[c] - dot).clamp_min(0)
+    del feats
+    w = torch.exp(-(dist / row_max[v_row]).double())
     v_val = w / torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, v_row, w)[v_row]
     del dist, w
-    _T('ptr = _row_p')
     ptr = _row_ptr(v_row, n)
-    cnt = ptr[1:] - ptr[:-1]
-    print('nnz V', len(v_row), 'max', int(cnt.max()), 'in nn', int((v_col[:, None] == nn[v_row]).any(1).sum()), flush=True)
 
-    _T('# 4. local')
-    # 4. local query expansion: row i of V becomes the mean of the rows of its k2 nearest.
+    # 4. Local query expansion: row i of V becomes the mean of the rows of its k2 nearest.
     if k2 != 1:
+        cnt = ptr[1:] - ptr[:-1]
         src = nn[:, :k2]
         rows_l, cols_l, vals_l = [], [], []
         for s, e in _chunks(cnt[src].sum(1), budget, n):
             sr = src[s:e].reshape(-1)
-            seg, pos = _segments(ptr[sr], cnt[sr])
-            key = (seg // k2) * n + v_col[pos]
+            pos, key = _segments(ptr[sr], cnt[sr], arange(0, len(sr)) // k2 * n)
+            key += v_col[pos]
             uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
             vals_l.append(torch.zeros(len(uniq), dtype=torch.float64, device=dev).index_add_(0, inv, v_val[pos]) / k2)
             rows_l.append(uniq // n + s)
             cols_l.append(uniq % n)
         v_row, v_col, v_val = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
-        del rows_l, cols_l, vals_l
+        del rows_l, cols_l, vals_l, pos, key, uniq, inv
         ptr = _row_ptr(v_row, n)
 
-    print('nnz V2', len(v_row))
-    _T('# 5. Jaccard')
     # 5. Jaccard: overlap(i, j) = sum_c min(V[i, c], V[j, c]) for queries i and gallery rows j, by joining
-    #    each query's entries with an inverted (column-sorted) index of the gallery rows' entries.
+    #    each block of queries' entries with an inverted (column-sorted) index of the gallery rows' entries
+    #    and summing the minima into a dense (block, G) overlap.
     g0 = int(ptr[q])
-    g_col = v_col[g0:]
-    order = torch.argsort(g_col, stable=True)
+    order = torch.argsort(v_col[g0:], stable=True)
     inv_row, inv_val = v_row[g0:][order] - q, v_val[g0:][order]
-    col_ptr = _row_ptr(g_col[order], n)
+    col_ptr = _row_ptr(v_col[g0:][order], n)
     col_cnt = col_ptr[1:] - col_ptr[:-1]
+    del order
     qe_row, qe_col, qe_val = v_row[:g0], v_col[:g0], v_val[:g0]
     qe_cost = col_cnt[qe_col]
-    q_cost = torch.zeros(q, **long).index_add_(0, qe_row, qe_cost)
-    print('triples', int(q_cost.sum()), 'nnz V2', len(v_row), flush=True)
-    max_rows = max(1, budget // max(1, ng))
-    for s, e in _chunks(q_cost, budget, max_rows):
+    q_cost = torch.zeros(q, dtype=torch.long, device=dev).index_add_(0, qe_row, qe_cost)
+    for s, e in _chunks(q_cost, budget, max(1, budget // max(1, ng))):
         a, b = int(ptr[s]), int(ptr[e])
-        seg, pos = _segments(col_ptr[qe_col[a:b]], qe_cost[a:b])
-        flat = (qe_row[a:b][seg] - s) * ng + inv_row[pos]
-        overlap = torch.zeros((e - s) * ng, dtype=torch.float64, device=dev)
-        overlap.index_add_(0, flat, torch.minimum(qe_val[a:b][seg], inv_val[pos]))
-        jaccard = 1 - overlap / (2 - overlap)
-        final[s:e] = (jaccard.view(e - s, ng) * (1 - lambda_value) + final[s:e].double() * lambda_value).float()
-    print('triples', int(q_cost.sum()))
-    _T('return final')
+        pos, flat, v = _segments(col_ptr[qe_col[a:b]], qe_cost[a:b], (qe_row[a:b] - s) * ng, qe_val[a:b])
+        flat += inv_row[pos]
+        torch.minimum(v, inv_val[pos], out=v)
+        overlap = torch.zeros((e - s) * ng, dtype=torch.float64, device=dev).index_add_(0, flat, v)
+        jaccard = (1 - overlap / (2 - overlap)).view(e - s, ng)
+        final[s:e] = (jaccard * (1 - lambda_value) + final[s:e].double() * lambda_value).float()
     return final.cpu().numpy()
