@@ -6,9 +6,10 @@ neighbourhoods only), and the Jaccard distance of each query is accumulated from
 Two implementations with the same output:
 
 * :func:`re_ranking` (public): vectorised torch, CPU or CUDA, no Python loop over images (only over
-  chunks). The distance matrix is computed in row blocks exactly as the reference does (so the top-k
-  neighbour lists, ties included, are identical); the k-reciprocal sets and their 2/3-overlap expansion
-  are tensor ops on (rows, k1 + 1, k/2 + 1) index blocks; V is a row-sorted COO (row, col, value); the k2
+  chunks). The distance matrix is computed in row blocks exactly as the reference does (so on CPU the
+  top-k neighbour lists, ties included, are identical; on CUDA the distances round differently, so a
+  near-tie may pick another neighbour); the k-reciprocal sets and their 2/3-overlap expansion are tensor
+  ops on (rows, k1 + 1, round(k1 / 2) + 1) index blocks; V is a row-sorted COO (row, col, value); the k2
   query expansion gathers and sums the COO segments of the k2 neighbours; and the Jaccard min-sum joins
   each block of queries' entries with a column-sorted (inverted) COO of the gallery rows and
   ``index_add``s ``min(v, u)`` into a dense (queries, gallery) block.

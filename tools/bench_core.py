@@ -291,3 +291,7 @@ def run(device: torch.device, preset: str, steps: int, repeats: int, train: bool
         save()
         print("## (c) sync debug mode 'error'\n" + "\n".join(f"- {k}: {v}" for k, v in report["sync_free"].items()))
     return report
+
+
+if __name__ == "__main__":
+    main()
