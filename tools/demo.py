@@ -50,4 +50,7 @@ def main(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(f"usage: make demo [ARGS=\"key=value ...\"]  (python tools/demo.py [key=value ...])\n\n{__doc__}")
+        sys.exit(0)
     main(sys.argv[1:])
