@@ -18,7 +18,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import bench_core  # noqa: E402
+from bench_cifar import cifar_root  # noqa: E402
 
 from classification.config import load_config  # noqa: E402
 from classification.engine import Trainer  # noqa: E402
@@ -70,24 +70,6 @@ def cuda_tests(out: Path, dry_run: bool) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def cifar_root(data: str, cache: Path) -> Path:
-    """``data`` as a CIFAR-10 folder, or its archive extracted once into ``cache``."""
-    path = Path(data)
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise SystemExit(f"--data {data}: neither a folder nor an archive")
-    if not (cache / ".extracted").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(cache, filter="data")
-        (cache / ".extracted").touch()
-    roots = [p.parent for p in cache.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
-    if not roots:
-        raise SystemExit(f"{data} has no train/ and test/ folders")
-    return roots[0]
-
-
 def cifar_run(arm: str, seed: int, overrides: list[str], out_dir: Path) -> dict:
     cfg = load_config(ClsConfig, CIFAR_BASE, [*overrides, *ARMS[arm], f"train.seed={seed}",
                                               f"train.output_dir={out_dir / f'{arm}_s{seed}'}"])
@@ -109,7 +91,7 @@ def cifar_comparison(args, out: Path, deadline: float) -> dict:
                      "data.batch_size=16", "model.kwargs={width: 4}", "train.epochs=1", "train.device=cpu",
                      "data.loader=device"]
     else:
-        root = cifar_root(args.data, Path(tempfile.gettempdir()) / "keepaug-cifar10")
+        root = cifar_root(args.data, str(Path(tempfile.gettempdir()) / "keepaug-cifar10"))
         overrides = [f"data.root={root}", "data.dataset=cifar10", f"train.epochs={args.epochs}",
                      "train.device=cuda", "train.amp=bf16", "model.channels_last=true", "data.loader=device"]
     overrides += ["train.tensorboard=false", "train.progress=false", "data.workers=0"]
