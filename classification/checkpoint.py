@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ConfigError, _merge, from_dict, parse_overrides
+
 
 def atomic_save(obj, path: str | Path) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``."""
@@ -83,3 +85,15 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
         raise ValueError(f"cannot read checkpoint {path} (a training checkpoint of this project loads with "
                           f"torch.load(weights_only=True)): {err}") from err
+
+
+def config_from_checkpoint(cls, checkpoint: str | Path, overrides: list[str] | None = None):
+    """The config stored in a training checkpoint, with ``key=value`` overrides on top (evaluate a run
+    without repeating its settings)."""
+    stored = load_checkpoint(checkpoint).get("config")
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{checkpoint} holds no config (not a training checkpoint of this project)")
+    try:
+        return from_dict(cls, _merge(stored, parse_overrides(overrides or [])))
+    except ConfigError as err:
+        raise ConfigError(f"{checkpoint} (stored config) with overrides {overrides or []}: {err}") from None

@@ -180,19 +180,3 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-
-def config_from_checkpoint(cls: type[T], checkpoint: str | Path, overrides: list[str] | None = None) -> T:
-    """The config stored in a training checkpoint, with ``key=value`` overrides on top (evaluate a run
-    without repeating its settings)."""
-    import torch
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    stored = torch.load(path, map_location="cpu", weights_only=True).get("config")
-    if not isinstance(stored, dict):
-        raise ConfigError(f"{path} holds no config (not a training checkpoint of this project)")
-    try:
-        return from_dict(cls, _merge(stored, parse_overrides(overrides or [])))
-    except ConfigError as err:
-        raise ConfigError(f"{path} (stored config) with overrides {overrides or []}: {err}") from None

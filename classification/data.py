@@ -21,6 +21,7 @@ from torchvision import transforms as T
 from .augment import image_transform, plan
 from .device_data import DeviceLoader, decode_all
 from .sample import SAMPLE, load_image_archive
+from .schema import device_loader_blocker
 
 
 class UnreadableImage(OSError):
@@ -261,15 +262,9 @@ class EpochSeeded(Dataset):
             return self.dataset[index]
 
 
-class EpochSampler(DistributedSampler):
-    """DistributedSampler that yields ``(index, epoch)`` for :class:`EpochSeeded`."""
-
-    def __iter__(self):
-        return ((i, self.epoch) for i in super().__iter__())
-
-
 class WithEpoch(torch.utils.data.Sampler):
-    """Any sampler with ``set_epoch`` / ``epoch`` (e.g. re-ID's P x K sampler) yielding ``(index, epoch)``."""
+    """Any sampler with ``set_epoch`` / ``epoch`` (DistributedSampler, re-ID's P x K sampler) yielding
+    ``(index, epoch)`` for :class:`EpochSeeded`."""
 
     def __init__(self, sampler) -> None:
         self.sampler = sampler
@@ -293,8 +288,8 @@ class WorkerLoader:
             print(f"warning: data.workers={cfg.data.workers} x {info.world_size} process(es) on {cores} core(s): "
                   f"the workers will compete with training; data.workers={max(0, cores // info.world_size - 1)} "
                   "fits this machine", flush=True)
-        self.sampler = EpochSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.train.seed,
-                                    drop_last=info.distributed)
+        self.sampler = WithEpoch(DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
+                                                    seed=cfg.train.seed, drop_last=info.distributed))
         self.loader = DataLoader(EpochSeeded(dataset, cfg.train.seed), cfg.data.batch_size, sampler=self.sampler,
                                  num_workers=cfg.data.workers, collate_fn=collate,
                                  pin_memory=device.type == "cuda", persistent_workers=cfg.data.workers > 0)
@@ -309,15 +304,10 @@ class WorkerLoader:
         return iter(self.loader)
 
 
-def worker_loader(dataset: Dataset, cfg, device: torch.device, info) -> WorkerLoader:
-    return WorkerLoader(dataset, cfg, device, info)
-
 
 def use_device_loader(cfg, device: torch.device) -> bool:
     """``data.loader``: ``device`` / ``workers`` as asked; ``auto`` = device-resident on CUDA when the config
     allows it (:func:`~classification.schema.device_loader_blocker`), workers otherwise."""
-    from .schema import device_loader_blocker
-
     if cfg.data.loader == "auto":
         return device.type == "cuda" and not device_loader_blocker(cfg)
     return cfg.data.loader == "device"

@@ -42,7 +42,7 @@ def decode_all(base, indices: list[int], skip_corrupt: bool, threads: int = 8):
 
     with ThreadPoolExecutor(threads) as pool:
         arrays = list(pool.map(read, indices))
-    bad = [str(a).removeprefix("cannot read image ").split(":")[0] for a in arrays if isinstance(a, OSError)]
+    bad = [getattr(a, "path", str(a)) for a in arrays if isinstance(a, OSError)]  # UnreadableImage names its file
     good = [(a, base.labels[i], i) for a, i in zip(arrays, indices) if not isinstance(a, OSError)]
     if not good:
         raise ValueError(f"none of the {len(indices)} images could be read")

@@ -24,7 +24,7 @@ from core.saliency import unwrap_model
 from .augment import batch_augment, plan
 from .checkpoint import gather_rng_states, save_on_main
 from .config import to_dict
-from .data import build_datasets, collate, device_loader, use_device_loader, worker_loader
+from .data import WorkerLoader, build_datasets, collate, device_loader, use_device_loader
 from .distributed import all_reduce_sum
 from .metrics import RunLog, topk_correct
 from .models import create_model, early_hook_point
@@ -104,7 +104,7 @@ class Trainer(Runtime):
             self.loader = device_loader(self.train_set, cfg, self.device, self.info, train=True)
             self.val_loader = device_loader(self.val_set, cfg, self.device, self.info, train=False)
         else:
-            self.loader = worker_loader(self.train_set, cfg, self.device, self.info)
+            self.loader = WorkerLoader(self.train_set, cfg, self.device, self.info)
             self.val_loader = self.worker_val_loader()
         steps = len(self.loader)
         return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
@@ -196,7 +196,6 @@ class Trainer(Runtime):
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
         self.start_fit(resume, overwrite)
-        self.start_checks()
         metrics: dict = {}
         self.net.train()
         while self.epoch < self.cfg.train.epochs:
@@ -253,7 +252,7 @@ class Trainer(Runtime):
 
     def refresh_progress(self) -> None:
         """This rank's running loss / accuracy / images per second on the bar (at check points only)."""
-        if getattr(self, "bar", None) is None or self.bar.disable:
+        if self.bar is None or self.bar.disable:
             return
         loss_sum, hits, n = self.totals.tolist()
         rate = n / max(time.perf_counter() - self.epoch_start, 1e-9)

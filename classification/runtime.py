@@ -33,6 +33,7 @@ class Runtime:
         self.channels_last = channels_last
         self.amp_dtype = AMP_DTYPES[cfg.train.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.bar = None  # the running epoch's progress bar
         self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
 
@@ -104,6 +105,7 @@ class Runtime:
         barrier(self.info)
         if resume:
             self.resume()
+        self.start_checks()
         self.train_log = run_dir.TrainLog(self.out, self.info.is_main)
         if self.info.is_main:
             save_config(self.cfg, self.out / "config.yaml")

@@ -172,7 +172,7 @@ class UDATrainer(Trainer):
                 "seconds": seconds}
 
     def refresh_progress(self) -> None:
-        if getattr(self, "bar", None) is None or self.bar.disable or not self.done:
+        if self.bar is None or self.bar.disable or not self.done:
             return
         avg = (self.totals / self.done).tolist()
         self.bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")

@@ -157,7 +157,7 @@ class ReidTrainer(Runtime):
 
     def refresh_progress(self) -> None:
         """This rank's running loss / accuracy / images per second (read at check points only)."""
-        if getattr(self, "bar", None) is None or self.bar.disable or not self.done:
+        if self.bar is None or self.bar.disable or not self.done:
             return
         loss, _, _, hits, n = self.totals.tolist()
         self.bar.set_postfix(loss=f"{loss / self.done:.3f}", acc=f"{100 * hits / max(n, 1):.1f}",
@@ -219,7 +219,6 @@ class ReidTrainer(Runtime):
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
         self.start_fit(resume, overwrite)
-        self.start_checks()
         metrics: dict = {}
         while self.epoch < self.cfg.train.epochs:
             metrics = self.train_epoch()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
-from classification.config import config_from_checkpoint
+from classification.checkpoint import config_from_checkpoint
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
