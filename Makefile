@@ -31,7 +31,7 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # A lent GPU machine: copy the CIFAR archive into the ignored gpu_data/ here (make gpu-data), carry it,
-# and run `make gpu-check OUT=$OUT` there (its own python3, no install; see README "GPU check").
+# and run `make gpu-check OUT=$OUT` there (its own python3, no install; see docs/benchmarks.md "GPU check").
 GPU_PYTHON ?= python3
 OUT ?= outputs/gpu_check
 

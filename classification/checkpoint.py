@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, _merge, from_dict, parse_overrides
+from .config import ConfigError, _merge, from_dict, load_config, parse_overrides, to_dict
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -97,3 +97,18 @@ def config_from_checkpoint(cls, checkpoint: str | Path, overrides: list[str] | N
         return from_dict(cls, _merge(stored, parse_overrides(overrides or [])))
     except ConfigError as err:
         raise ConfigError(f"{checkpoint} (stored config) with overrides {overrides or []}: {err}") from None
+
+
+def eval_config(cls, checkpoint: str | Path, config: str | Path | None = None, overrides: list[str] | None = None):
+    """The config to evaluate ``checkpoint`` with: its stored config, or the ``config`` file with the
+    checkpoint's ``model`` section (the weights fix the architecture), then ``key=value`` overrides."""
+    if config is None:
+        return config_from_checkpoint(cls, checkpoint, overrides)
+    stored = config_from_checkpoint(cls, checkpoint)
+    data = to_dict(load_config(cls, config))
+    data["model"] = to_dict(stored.model)
+    try:
+        return from_dict(cls, _merge(data, parse_overrides(overrides or [])))
+    except ConfigError as err:
+        raise ConfigError(f"{config} with {checkpoint}'s model settings and overrides {overrides or []}: "
+                          f"{err}") from None

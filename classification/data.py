@@ -171,7 +171,7 @@ class TrainView(_View):
             self.geometric = T.Compose([T.RandomCrop(size, padding=data_cfg.pad), T.RandomHorizontalFlip()])
         self.lighting = Lighting(0.1) if data_cfg.imagenet_style else None
         self.image_op = image_transform(aug_cfg)
-        self.pair = plan(aug_cfg.method).pair
+        self.pair = plan(aug_cfg).pair
         self.to_tensor = T.PILToTensor()
 
     def __getitem__(self, i: int):

@@ -76,7 +76,7 @@ class Trainer(Runtime):
         torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # per-rank streams from here on
         self.generator = self.new_generator(cfg.train.seed + 1000 * self.info.rank + 1)
         self.keep = batch_augment(cfg.aug, cfg.model.num_classes, self.head)
-        self.pair = plan(cfg.aug.method).pair
+        self.pair = plan(cfg.aug).pair
         self.steps_per_epoch = self.build_data()
         lr = cfg.optim.lr
         if cfg.optim.lr_reference_batch:
@@ -109,6 +109,13 @@ class Trainer(Runtime):
         steps = len(self.loader)
         return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
 
+    def clip_gradients(self) -> None:
+        """``optim.clip_grad_norm`` > 0: clip the global L2 norm of the (unscaled) gradients, on the device
+        (no host read; a non-finite norm leaves the step to the scaler / the non-finite check)."""
+        if self.cfg.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.clip_grad_norm, foreach=True)
+
     def worker_val_loader(self) -> DataLoader:
         """This rank's share of the validation set (every world-th image) through DataLoader workers."""
         shard = Subset(self.val_set, range(self.info.rank, len(self.val_set), self.info.world_size))
@@ -135,6 +142,7 @@ class Trainer(Runtime):
                 loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

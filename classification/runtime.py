@@ -17,6 +17,16 @@ from .distributed import barrier, init_distributed
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def slow_bf16_settings(cfg, device: torch.device) -> list[str]:
+    """The bf16 settings of ``cfg`` that run emulated on this CPU (none on CUDA or a CPU with bf16 units)."""
+    wanted = [k for k, v in (("train.amp=bf16", cfg.train.amp == "bf16"),
+                             ("aug.saliency_dtype=bfloat16", getattr(cfg.aug, "saliency_dtype", "") == "bfloat16"))
+              if v]
+    if not wanted or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return []
+    return wanted
+
+
 class Runtime:
     """Base of the trainers. ``cfg.train`` gives device, amp, deterministic, output_dir and progress;
     ``cfg.data`` gives mean and std (0-1 scale). Subclasses set ``hooks``, ``generator``, ``log``,
@@ -36,6 +46,10 @@ class Runtime:
         self.bar = None  # the running epoch's progress bar
         self.mean = torch.tensor(cfg.data.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(cfg.data.std, device=self.device).view(1, -1, 1, 1) * 255
+        slow = slow_bf16_settings(cfg, self.device)
+        if slow and self.info.is_main:
+            print(f"warning: {' and '.join(slow)} on a CPU without native bfloat16 (oneDNN reports no bf16 "
+                  "support): bf16 convolutions are emulated, many times slower than float32 here", flush=True)
 
     def new_generator(self, seed: int) -> torch.Generator:
         """The trainer's generator for the device-side random draws (KeepAugment boxes)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .augment import METHODS, plan
+from .augment import plan
 
 LOADERS = ("auto", "device", "workers")
 
@@ -51,7 +51,14 @@ class DataConfig:
 
 @dataclass
 class AugConfig:
+    # a preset of image / region / keep_cut / keep_paste (classification.augment.PRESETS); a component
+    # key set here overrides the preset's value for it ("" / null: the preset's)
     method: str = "cutout"
+    image: str = ""  # none | autoaugment | randaugment: per-image policy in the data pipeline
+    region: str = ""  # none | cutout | erasing | cutmix: region op on the device, after the paste
+    keep_cut: bool | None = None  # selective-cut: the region op never cuts above the tau-quantile
+    keep_paste: bool | None = None  # selective-paste of the clean image's important region after the policy
+    region_score: str = "sum"  # sum (the paper's Eq. 1) | mean (area-normalised: border boxes not favoured)
     length: int = 16  # Cutout length = cut / paste region side
     tau: float = 0.6
     low_res: bool = False
@@ -69,10 +76,12 @@ class AugConfig:
     erasing_prob: float = 0.5
     erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 1 / 0.3])
+    uda_cutout: int = 16  # aug.image=uda_randaugment: side of its final Cutout (UDA cutout_numpy size=16; 0 = off)
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"aug.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        plan(self)  # the preset and the components: names and combinations
+        if self.region_score not in ("sum", "mean"):
+            raise ValueError(f"aug.region_score must be sum or mean, got {self.region_score!r}")
         if self.saliency_dtype not in ("", "bfloat16", "float16"):
             raise ValueError(f"aug.saliency_dtype must be '', 'bfloat16' or 'float16', got {self.saliency_dtype!r}")
 
@@ -89,10 +98,13 @@ class OptimConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     min_lr_ratio: float = 0.0  # cosine ends at lr * this (UDA: 0.004)
+    clip_grad_norm: float = 0.0  # > 0: clip the gradients' global L2 norm to this (AutoAugment CIFAR: 5)
 
     def validate(self) -> None:
         if self.schedule not in ("cosine", "multistep"):
             raise ValueError(f"optim.schedule must be cosine or multistep, got {self.schedule!r}")
+        if self.clip_grad_norm < 0:
+            raise ValueError(f"optim.clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
 
 
 @dataclass
@@ -138,7 +150,7 @@ def device_loader_blocker(cfg) -> str:
     so per-image PIL augmentation (AutoAugment / RandAugment, the ImageNet pipeline) needs workers."""
     if cfg.data.imagenet_style:
         return "data.imagenet_style=true (RandomResizedCrop, ColorJitter and lighting run per image)"
-    image_op = plan(cfg.aug.method).image_op
+    image_op = plan(cfg.aug).image_op
     if image_op:
-        return f"aug.method={cfg.aug.method} ({image_op} runs per image on PIL in the workers)"
+        return f"aug.image={image_op} ({image_op} runs per image on PIL in the workers)"
     return ""

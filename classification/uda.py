@@ -1,10 +1,26 @@
 """UDA with RandAugment or KeepRandAugment (KeepAugment Table 7): a :class:`~classification.engine.Trainer`
 whose epoch is a round of ``train.max_steps_per_epoch`` steps over two infinite streams, a labelled batch
-and ``uda.unsup_ratio`` times as many unlabelled images, each as (clean, strong) views of one crop/flip.
+and ``uda.unsup_ratio`` times as many unlabelled images, each as a (clean, strong) pair.
+
+The data follow google-research/uda (commit 960684e363251772a5938451d4d2bc0f1da9e24b):
+
+* strong view: ``aug.image=uda_randaugment`` is UDA's own RandAugment + Cutout 16
+  (:mod:`classification.uda_randaugment`; ``image/preprocess.py`` applies it to the uncropped image);
+  ``aug.image=randaugment`` (torchvision's ``RandAugment``) stays available for comparison;
+* crop / flip (``image/data.py`` ``get_dataset``: ``flip`` then ``crop``, mapped over every feature whose
+  name contains "image"): every view - labelled image, clean unlabelled view, strong view (after its
+  augmentation) - gets its **own** random horizontal flip and random ``data.image_size`` crop of the image
+  **reflect**-padded by ``data.pad``, so the clean and strong views do not share a crop;
+* unlabelled set: ``image/preprocess.py`` ``proc_and_dump_unsup_data(data["train"], ...)`` augments the whole
+  training set, the labelled images included; ``uda.unlabelled=all`` (default) does that, ``rest`` keeps only
+  the images not in the labelled split.
 
 Loss = CE(labelled) (optionally with TSA) + ``uda.coeff`` * UDA consistency (see :mod:`classification.semi`).
-With ``aug.method=keep_randaugment`` the strong view gets a high-saliency region of the clean view pasted
-back, the saliency taken from the **max logit** (no labels) of the model being trained.
+With ``aug.method=keep_randaugment`` the strong view gets a high-saliency region of a clean image pasted
+back, the saliency taken from the **max logit** (no labels) of the model being trained. As the clean view
+has its own crop, the paste's source is a third view: the clean image under the strong view's flip and crop
+(replayed from the same random draws), so the pasted pixels land where they belong; the consistency target
+is still the independent clean view.
 """
 
 from __future__ import annotations
@@ -14,7 +30,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision import transforms as T
 
+from .augment import plan
 from .data import Corrupt, EpochSeeded, EvalView, TrainView, base_dataset, collate, limit
 from .distributed import all_reduce_sum
 from .engine import Trainer
@@ -31,6 +49,10 @@ class UDAConfig:
     threshold: float = 0.8  # confidence mask on the clean prediction (< 0: off)
     coeff: float = 1.0
     tsa: str = ""  # "" | linear_schedule | exp_schedule | log_schedule
+    unlabelled: str = "all"  # all (UDA: the whole training set, labelled images included) | rest (the others)
+
+
+STRONG_OPS = ("uda_randaugment", "randaugment")
 
 
 @dataclass
@@ -39,14 +61,31 @@ class SemiConfig(ClsConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.aug.method not in ("randaugment", "keep_randaugment"):
-            raise ValueError(f"aug.method must be randaugment or keep_randaugment for UDA, got {self.aug.method!r}")
-        if self.aug.method.startswith("keep_") and self.aug.saliency_target != "max_logit":
+        p = plan(self.aug)
+        if p.image_op not in STRONG_OPS or p.region_op is not None:
+            raise ValueError(f"UDA needs aug.image=uda_randaugment (UDA's) or randaugment (torchvision's) and no "
+                             f"region op (aug.method randaugment or keep_randaugment), got aug.method="
+                             f"{self.aug.method!r}, image {p.image_op}, region {p.region_op}")
+        if p.keep_paste and self.aug.saliency_target != "max_logit":
             raise ValueError("aug.saliency_target must be max_logit for UDA: unlabelled images have no label")
+        if self.uda.unlabelled not in ("all", "rest"):
+            raise ValueError(f"uda.unlabelled must be all or rest, got {self.uda.unlabelled!r}")
+
+
+def uda_geometric(view: TrainView, data_cfg) -> TrainView:
+    """``view`` with UDA's crop / flip (``image/data.py``: flip, then a crop of the reflect-padded image);
+    ImageNet-style views keep theirs."""
+    if not data_cfg.imagenet_style:
+        view.geometric = T.Compose([T.RandomHorizontalFlip(),
+                                    T.RandomCrop(data_cfg.image_size, padding=data_cfg.pad, padding_mode="reflect")])
+    return view
 
 
 class UnlabelledView(Dataset):
-    """Unlabelled images as (clean, strong) pairs; reads the image only, never its label."""
+    """Unlabelled images as (clean, strong[, paste source], index); reads the image only, never its label.
+
+    clean = crop/flip(image); strong = crop/flip'(policy(image)), with its own crop/flip draws; with a keep
+    paste (``view.pair``) also crop/flip'(image): the clean image under the strong view's draws, replayed."""
 
     def __init__(self, view: TrainView, indices: list[int]) -> None:
         self.view, self.indices = view, indices
@@ -62,8 +101,15 @@ class UnlabelledView(Dataset):
             if self.view.skip:
                 return Corrupt(err)
             raise
-        clean = self.view.geometric(img)
-        return self.view.to_tensor(clean), self.view.to_tensor(self.view.image_op(clean)), i
+        v = self.view
+        clean = v.geometric(img)
+        augmented = v.image_op(img)
+        state = torch.get_rng_state()
+        views = [v.to_tensor(clean), v.to_tensor(v.geometric(augmented))]
+        if v.pair:
+            torch.set_rng_state(state)
+            views.append(v.to_tensor(v.geometric(img)))
+        return (*views, i)
 
 
 class StepSampler(Sampler[int]):
@@ -99,13 +145,15 @@ class UDATrainer(Trainer):
         else:
             labelled, _ = labelled_split(base.labels, cfg.uda.labels, cfg.model.num_classes, cfg.uda.split_seed)
         chosen = set(labelled)
-        unlabelled = [i for i in range(len(base)) if i not in chosen]
+        # UDA (image/preprocess.py): the unlabelled set is the whole training set, labelled images included
+        unlabelled = [i for i in range(len(base)) if cfg.uda.unlabelled == "all" or i not in chosen]
         if self.info.is_main and not split_file.is_file():
             self.out.mkdir(parents=True, exist_ok=True)
             save_split(split_file, labelled, unlabelled, cfg.uda.split_seed)
-        sup_aug = type(cfg.aug)(**{**cfg.aug.__dict__, "method": "none"})
-        self.labelled_set = Subset(TrainView(base, cfg.data, sup_aug), labelled)
-        self.unlabelled_set = UnlabelledView(TrainView(base, cfg.data, cfg.aug), unlabelled)
+        sup_aug = type(cfg.aug)(**{**cfg.aug.__dict__, "method": "none", "image": "", "region": "", "keep_cut": None,
+                                   "keep_paste": None})
+        self.labelled_set = Subset(uda_geometric(TrainView(base, cfg.data, sup_aug), cfg.data), labelled)
+        self.unlabelled_set = UnlabelledView(uda_geometric(TrainView(base, cfg.data, cfg.aug), cfg.data), unlabelled)
         self.train_set = self.labelled_set
         val_base = base_dataset(cfg.data, cfg.data.val_split)
         self.val_set, self.classes = limit(EvalView(val_base, cfg.data), cfg.data.limit_val), val_base.classes
@@ -130,9 +178,10 @@ class UDATrainer(Trainer):
         cfg = self.cfg
         x_l, y = self.normalize(labelled[0]), labelled[1].to(self.device, non_blocking=True)
         clean, strong = self.normalize(unlabelled[0]), self.normalize(unlabelled[1])
-        if self.keep is not None:
+        if self.keep is not None:  # saliency (max logit) and paste from the clean image under the strong crop/flip
+            source = self.normalize(unlabelled[2])
             with self.autocast():
-                strong = self.keep(self.backbone, clean, None, x_aug=strong, generator=self.generator).x
+                strong = self.keep(self.backbone, source, None, x_aug=strong, generator=self.generator).x
         total = cfg.train.epochs * self.steps_per_epoch
         with self.autocast():
             logits, _ = self.forward(torch.cat([x_l, clean, strong]))
@@ -143,6 +192,7 @@ class UDATrainer(Trainer):
             loss = sup + cfg.uda.coeff * cons
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

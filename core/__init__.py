@@ -4,6 +4,7 @@ Gong, Wang, Li, Chandra, Liu. "KeepAugment: A Simple Information-Preserving Data
 Approach", CVPR 2021. This package imports only torch; nothing here does I/O or reads configs.
 """
 
+from .compose import KeepPipeline
 from .early_head import EarlyHead
 from .keep import OPS, KeepAugment, KeepOutput, KeepParams
 from .ops import box_area_fraction, boxes_to_mask, cutmix, cutout, erase, mix_targets, paste
@@ -21,7 +22,7 @@ from .sampling import (
 )
 
 __all__ = [
-    "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "anchor_boxes", "box_area_fraction",
+    "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "KeepPipeline", "anchor_boxes", "box_area_fraction",
     "boxes_to_mask", "candidate_mask", "cutmix", "cutout", "downscale", "erase", "eval_mode", "mix_targets",
     "paste", "random_boxes", "region_scores", "region_threshold", "saliency_map", "sample_beta",
     "sample_cutmix_sizes", "sample_erasing_sizes", "sample_gamma", "select_anchors", "selective_boxes",

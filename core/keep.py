@@ -23,6 +23,7 @@ from torch import nn
 from . import ops
 from ._checks import check_batch, check_batched, check_images, check_range, check_tau
 from .policy import random_boxes, selective_boxes
+from .regions import REDUCTIONS
 from .saliency import TARGETS, saliency_map
 from .sampling import sample_cutmix_sizes, sample_erasing_sizes
 from .sizes import as_sizes, check_sizes_fit, parse_size
@@ -50,6 +51,7 @@ class KeepOutput:
     lam: torch.Tensor | None = None
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
+    paste_boxes: torch.Tensor | None = None  # a KeepPipeline's paste step, before its region op
 
 
 class KeepAugment:
@@ -72,6 +74,9 @@ class KeepAugment:
         erasing_area, erasing_ratio, erasing_log_ratio, erasing_attempts: Random Erasing's draw.
         cutmix_beta: Beta(beta, beta) parameter of the CutMix area.
         num_classes: needed by cutmix to build soft targets from class indices.
+        region_score: how a candidate region is scored: ``"sum"`` of its saliency (the paper's Eq. 1,
+            default) or ``"mean"`` over the region clipped to the image (does not favour border boxes,
+            which are smaller; see :func:`core.regions.region_scores`).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class KeepAugment:
         erasing_attempts: int = 100,
         cutmix_beta: float = 1.0,
         num_classes: int | None = None,
+        region_score: str = "sum",
     ) -> None:
         if op not in OPS:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
@@ -114,6 +120,9 @@ class KeepAugment:
             raise ValueError(f"low_res_factor must be in (0, 1], got {low_res_factor!r}")
         if cutmix_beta <= 0:
             raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}")
+        if region_score not in REDUCTIONS:
+            raise ValueError(f"region_score must be one of {REDUCTIONS}, got {region_score!r}")
+        self.region_score = region_score
         self.op, self.selective, self.tau, self.target = op, selective, float(tau), target
         self.size = 16 if size is None and op in ("cutout", "paste") else size
         self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
@@ -164,8 +173,11 @@ class KeepAugment:
 
     @torch.no_grad()
     def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> KeepParams:
-        """The random step: boxes (and CutMix partners) for the batch ``x`` ``(B, C, H, W)``."""
+               generator: torch.Generator | None = None, saliency: torch.Tensor | None = None) -> KeepParams:
+        """The random step: boxes (and CutMix partners) for the batch ``x`` ``(B, C, H, W)``.
+
+        ``saliency`` ``(B, H, W)``: a map already computed for ``x`` (e.g. by another selective step of
+        the same batch, see :class:`core.compose.KeepPipeline`); None computes it with ``model``."""
         _check_inputs(x, y)
         b, _, h, w = x.shape
         if self.size is not None:  # before _sizes turns it into a tensor
@@ -174,11 +186,15 @@ class KeepAugment:
         placement = _PLACEMENT[self.op]
         sal = None
         if self.selective:
-            if model is None:
+            if saliency is not None:
+                check_saliency_for(saliency, x)
+                sal = saliency
+            elif model is None:
                 raise ValueError("model is required for a selective op (selective=True)")
-            sal = self.saliency(model, x, y)
+            else:
+                sal = self.saliency(model, x, y)
             boxes = selective_boxes(sal, sizes, self.tau, "above" if self.op == "paste" else "below",
-                                    placement, generator)
+                                    placement, generator, self.region_score)
         else:
             boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
         perm = torch.randperm(b, generator=generator, device=x.device) if self.op == "cutmix" else None
@@ -221,8 +237,9 @@ class KeepAugment:
         saliency = (f", target={self.target!r}, low_res={self.low_res_factor if self.low_res else False}, "
                     f"early_head={self.early_head.at if self.early_head is not None else None}"
                     f"{f', saliency_dtype={self.saliency_dtype}' if self.saliency_dtype else ''}")
+        score = f", region_score={self.region_score!r}" if self.region_score != "sum" else ""
         return (f"KeepAugment(op={self.op!r}, size={size}, selective={self.selective}, tau={self.tau}, p={self.p}"
-                f"{saliency if self.selective else ''})")
+                f"{saliency if self.selective else ''}{score})")
 
 
 def _static_size(size) -> int | tuple[int, int]:
@@ -231,6 +248,14 @@ def _static_size(size) -> int | tuple[int, int]:
         raise ValueError(f"size must be an int or an (h, w) pair for KeepAugment, got a tensor {tuple(size.shape)}")
     h, w = parse_size(size)
     return h if isinstance(size, numbers.Integral) else (h, w)
+
+
+def check_saliency_for(saliency: torch.Tensor, x: torch.Tensor) -> None:
+    """A given saliency map must be ``(B, H, W)`` of ``x``'s batch and size."""
+    if not isinstance(saliency, torch.Tensor) or tuple(saliency.shape) != (x.shape[0], *x.shape[2:]):
+        got = tuple(saliency.shape) if isinstance(saliency, torch.Tensor) else type(saliency).__name__
+        raise ValueError(f"saliency must be (B, H, W) = {(x.shape[0], *x.shape[2:])} for x {tuple(x.shape)}, "
+                         f"got {got}")
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, x_aug: torch.Tensor | None = None) -> None:

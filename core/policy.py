@@ -23,6 +23,7 @@ def selective_boxes(
     mode: str = "below",
     placement: str = "clip",
     generator: torch.Generator | None = None,
+    score: str = "sum",
 ) -> torch.Tensor:
     """Boxes ``(B, 4)`` drawn uniformly among regions scoring below (cut) / above (paste) the
     tau-quantile of the image's candidate scores.
@@ -33,8 +34,10 @@ def selective_boxes(
         tau: quantile in [0, 1] (0.6 in every experiment of the paper).
         mode: ``"below"`` (selective-cut), ``"above"`` (selective-paste) or ``"any"``.
         placement: ``"clip"`` (Cutout/CutMix) or ``"inside"`` (Random Erasing).
+        score: ``"sum"`` of saliency in the box (the paper's Eq. 1) or its ``"mean"`` over the clipped
+            box (see :func:`core.regions.region_scores`).
     """
-    scores = region_scores(saliency, size, placement)
+    scores = region_scores(saliency, size, placement, reduce=score)
     anchor = select_anchors(candidate_mask(scores, tau, mode), generator)
     return anchor_boxes(anchor, size, saliency.shape[1], saliency.shape[2], placement)
 

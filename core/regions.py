@@ -24,6 +24,7 @@ from ._checks import check_finite, check_maps, check_values
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
 PLACEMENTS = ("clip", "inside")
+REDUCTIONS = ("sum", "mean")
 
 
 def summed_area_table(saliency: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,14 @@ def anchor_extents(sizes: torch.Tensor, height: int, width: int, placement: str)
     return top.clamp(0, height), (top + h).clamp(0, height), left.clamp(0, width), (left + w).clamp(0, width)
 
 
-def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: bool = True) -> torch.Tensor:
-    """Sum of saliency inside the candidate box of every anchor.
+def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: bool = True,
+                  reduce: str = "sum") -> torch.Tensor:
+    """Sum (the paper's Eq. 1) or mean of saliency inside the candidate box of every anchor.
+
+    ``reduce="mean"`` divides each sum by the box's area after clipping to the image: with ``"clip"``
+    placement a box cut by the border holds fewer pixels, so the sum favours border boxes for a
+    selective cut (they score low because they are small); the mean compares boxes per pixel. A box
+    of area 0 scores 0.
 
     What is exact: a box holding no nonzero pixel (counted with an int64 summed-area table of
     ``saliency != 0``) scores exactly 0, so empty and all-zero boxes tie exactly whatever the dynamic
@@ -66,12 +73,15 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
         placement: ``"clip"`` or ``"inside"`` (see the module docstring).
         check: check that the saliency is finite and non-negative (``ValueError`` on the CPU, an
             asynchronous device assert elsewhere: no synchronisation).
+        reduce: ``"sum"`` (default, the paper) or ``"mean"`` (area-normalised).
 
     Returns:
         ``(B, H, W)`` float64 scores >= 0; NaN marks anchors that are not candidates (``"inside"`` only).
     """
     check_maps(saliency)
     _check_placement(placement)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     height, width = saliency.shape[1:]
     size = parse_size(size)
     check_sizes_fit(size, height, width)
@@ -82,9 +92,18 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     sums = _box_sums(sat, size, placement)
     nonzero = _box_sums(summed_area_table(saliency != 0), size, placement)
     scores = torch.where(nonzero > 0, sums.clamp_min(0.0), 0.0)
+    if reduce == "mean":
+        scores = scores / box_areas(size, saliency.shape[0], height, width, placement, saliency.device).clamp_min(1)
     if placement == "inside":
         scores = scores.masked_fill(~_fits_inside(size, height, width, saliency.device), float("nan"))
     return scores
+
+
+def box_areas(size, batch: int, height: int, width: int, placement: str, device) -> torch.Tensor:
+    """``(B, H, W)`` float64 area of every anchor's box after clipping to the image."""
+    sizes = as_sizes(size, batch, torch.device(device))
+    y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
+    return ((y2 - y1)[:, :, None] * (x2 - x1)[:, None, :]).to(torch.float64)
 
 
 def _check_placement(placement: str) -> None:

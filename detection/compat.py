@@ -5,9 +5,12 @@ both checks find nothing to do, so ``detection`` behaves the same on both instal
 
 1. ``detectron2._C`` (the compiled ops) is missing: a stand-in module is registered. Its
    ``get_compiler_version`` / ``get_cuda_version`` / ``has_cuda`` answer for ``collect_env``; any
-   other attribute (deformable conv, rotated-box IoU/NMS/ROIAlign, the fast COCO evaluator) raises
-   :class:`MissingCompiledOp` naming the op. The six detectors of ``detection/configs`` never call
-   them, and ``detection`` evaluates with pycocotools (``use_fast_impl=False``).
+   other attribute (deformable conv, rotated-box IoU/ROIAlign, the fast COCO evaluator) raises
+   :class:`MissingCompiledOp` naming the op. The ops v0.6 reaches through the dispatcher instead
+   (``torch.ops.detectron2.nms_rotated``, used by RRPN and rotated heads) raise it too: the
+   ``torch.ops.detectron2`` namespace is replaced by one whose unknown ops raise it. The six
+   detectors of ``detection/configs`` never call them, and ``detection`` evaluates with pycocotools
+   (``use_fast_impl=False``).
 2. Pillow >= 10 removed ``Image.LINEAR``, which detectron2 v0.6 uses as a default argument at import
    time (fixed upstream after v0.6): it is aliased to ``Image.BILINEAR``, the same filter.
 """
@@ -19,6 +22,8 @@ import sys
 import types
 from pathlib import Path
 
+import torch
+
 STANDIN_VERSION = "not built (Python-only detectron2: tools/install_detectron2.py fallback)"
 
 
@@ -26,15 +31,34 @@ class MissingCompiledOp(RuntimeError):
     """A detectron2 C++/CUDA op was called in an install that has none."""
 
 
+def _missing(qualified_name: str) -> MissingCompiledOp:
+    return MissingCompiledOp(
+        f"{qualified_name} is a compiled op, and this detectron2 was installed from Python sources only (no "
+        "deformable conv, rotated boxes or fast COCO evaluation). Install detectron2 from its GitHub source "
+        "to use it: python tools/install_detectron2.py --mode source --force"
+    )
+
+
 class _CompiledOpsStandIn(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        raise MissingCompiledOp(
-            f"detectron2._C.{name} is a compiled op, and this detectron2 was installed from Python sources "
-            "only (no deformable conv, rotated boxes or fast COCO evaluation). Install detectron2 from its "
-            "GitHub source to use it: python tools/install_detectron2.py --mode source --force"
-        )
+        raise _missing(f"detectron2._C.{name}")
+
+
+class _DispatcherOpsStandIn(torch._ops._OpNamespace):
+    """``torch.ops.detectron2`` without the compiled library: an op registered later (by anyone) is
+    still found; any other name raises :class:`MissingCompiledOp` instead of an AttributeError."""
+
+    KEEPAUGMENT_STANDIN = True
+
+    def __getattr__(self, op_name: str):
+        try:
+            return super().__getattr__(op_name)
+        except AttributeError:
+            if op_name.startswith("__"):
+                raise
+            raise _missing(f"torch.ops.detectron2.{op_name}") from None
 
 
 def _standin() -> types.ModuleType:
@@ -79,4 +103,8 @@ def apply() -> list[str]:
     if "detectron2._C" not in sys.modules and not has_compiled_ops():
         sys.modules["detectron2._C"] = detectron2._C = _standin()
         applied.append("detectron2._C stand-in")
+    if getattr(sys.modules.get("detectron2._C"), "KEEPAUGMENT_STANDIN", False) and \
+            not getattr(torch.ops.detectron2, "KEEPAUGMENT_STANDIN", False):
+        setattr(torch.ops, "detectron2", _DispatcherOpsStandIn("detectron2"))
+        applied.append("torch.ops.detectron2 stand-in")
     return applied

@@ -32,6 +32,9 @@ def add_keepaugment_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.TIMM.NAME = "resnet50"  # any timm model that supports features_only
     cfg.MODEL.TIMM.PRETRAINED = False  # timm hub weights (needs internet)
     cfg.MODEL.TIMM.CHECKPOINT = ""  # a classification checkpoint/export of ours, or any timm state dict
+    # CHECKPOINT is loaded with torch.load(weights_only=True); True allows full pickle (timm train.py's
+    # checkpoints store an argparse.Namespace): only for files you trust, unpickling can run code
+    cfg.MODEL.TIMM.TRUST_PICKLE = False
     cfg.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # named by stride: res2 = 1/4 ... res5 = 1/32
     # leading levels of timm's feature_info to freeze (with everything before them). A ResNet's level 0 is
     # the stride-2 stem, so 2 = stem + res2 as in Detectron2; models whose level 0 is at stride 4

@@ -37,8 +37,12 @@ class ConversionError(ValueError):
     """The input is not a convertible ResNet, or not the one asked for."""
 
 
-def read_weights(path: str | Path) -> tuple[dict, str]:
-    """Load ``path`` and unwrap it to a state dict; returns it and what kind of file it was."""
+def read_weights(path: str | Path, trust_pickle: bool = False, trust_hint: str = "--trust-pickle") -> tuple[dict, str]:
+    """Load ``path`` and unwrap it to a state dict; returns it and what kind of file it was.
+
+    ``.pt``/``.pth`` files are loaded with ``weights_only=True``; one that needs full pickle (a pickled
+    ``nn.Module``, a checkpoint with arbitrary objects) is refused unless ``trust_pickle``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -52,7 +56,21 @@ def read_weights(path: str | Path) -> tuple[dict, str]:
         state, _ = unwrap(obj, str(path))
         return state, "safetensors state dict"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(err))
+        if found is None:  # not a refused class: a broken or foreign file
+            detail = re.search(r"WeightsUnpickler error: \s*(.+)", str(err))
+            raise ConversionError(f"cannot read {path}: {detail.group(1) if detail else err}") from err
+        if not trust_pickle:
+            raise ConversionError(
+                f"{path} holds Python objects beyond tensors and plain containers ({found.group(1)}), which "
+                f"loading it would execute. If you trust where it came from, pass {trust_hint} to load it "
+                "with full pickle") from err
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err2:  # noqa: BLE001
+            raise ConversionError(f"cannot read {path}: {err2}") from err2
     except Exception as err:  # noqa: BLE001
         raise ConversionError(f"cannot read {path}: {err}") from err
     return unwrap(obj, str(path))
@@ -124,12 +142,41 @@ def rename(key: str) -> str:
     return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
 
 
-def torchvision_to_detectron2(state: dict, depth: int | None = None) -> tuple[dict, dict]:
-    """Returns the Detectron2 ``model`` dict (numpy arrays) and a report: layout, unconverted keys."""
+def layout_name(layout: dict) -> str:
+    """ResNet-50, ResNeXt-101 32x8d, Wide ResNet-50 (width 128), ... from :func:`resnet_layout`."""
+    depth, groups, width = layout["depth"], layout["num_groups"], layout["width_per_group"]
+    if groups > 1:
+        return f"ResNeXt-{depth} {groups}x{width}d"
+    return f"ResNet-{depth}" if width == 64 else f"Wide ResNet-{depth} (width {width})"
+
+
+def check_layout(layout: dict, depth: int | None, num_groups: int, width_per_group: int) -> None:
+    """The weights must be the ResNet the Detectron2 config builds: depth, groups and width per group."""
+    asked = {"depth": depth, "num_groups": num_groups, "width_per_group": width_per_group}
+    wrong = [k for k, v in asked.items() if v is not None and layout[k] != v]
+    if not wrong:
+        return
+    keys = {"depth": "DEPTH", "num_groups": "NUM_GROUPS", "width_per_group": "WIDTH_PER_GROUP"}
+    got = ", ".join(f"{k} {layout[k]}" for k in keys)
+    want = ", ".join(f"{k} {asked[k]}" for k in wrong)
+    fix = " ".join(f"MODEL.RESNETS.{keys[k]}={layout[k]}" for k in keys)
+    flags = f"--depth {layout['depth']} --num-groups {layout['num_groups']} " \
+            f"--width-per-group {layout['width_per_group']}"
+    what = "depth mismatch" if "depth" in wrong else "groups / width mismatch"
+    raise ConversionError(f"{what}: the weights are a {layout_name(layout)} ({got}) but {want} was asked for: "
+                          f"convert with {flags} and train with {fix}")
+
+
+def torchvision_to_detectron2(state: dict, depth: int | None = None, num_groups: int | None = 1,
+                              width_per_group: int | None = 64) -> tuple[dict, dict]:
+    """Returns the Detectron2 ``model`` dict (numpy arrays) and a report: layout, unconverted keys.
+
+    ``depth``, ``num_groups`` and ``width_per_group`` are what the Detectron2 config will build
+    (``MODEL.RESNETS.*``; Detectron2's defaults are groups 1, width 64): weights of another layout
+    (a ResNeXt, a wide ResNet) are an error naming the values to use. ``None`` accepts any.
+    """
     layout = resnet_layout(state)
-    if depth is not None and depth != layout["depth"]:
-        raise ConversionError(f"depth mismatch: the weights are a ResNet-{layout['depth']} but depth {depth} "
-                              "was asked for (MODEL.RESNETS.DEPTH)")
+    check_layout(layout, depth, num_groups, width_per_group)
     model, unconverted, ignored = {}, [], []
     for key, value in state.items():
         if not RESNET_KEY.match(key):
@@ -157,7 +204,7 @@ def save_detectron2_pkl(model: dict, path: str | Path, provenance: dict) -> None
         raise
 
 
-def load_input(spec: str) -> tuple[dict, str]:
+def load_input(spec: str, trust_pickle: bool = False) -> tuple[dict, str]:
     """A file path, or ``timm:<name>`` for timm's pretrained weights of that model (downloads)."""
     if spec.startswith("timm:"):
         import timm
@@ -167,13 +214,14 @@ def load_input(spec: str) -> tuple[dict, str]:
         except Exception as err:  # noqa: BLE001 - offline, unknown name, ...
             raise ConversionError(f"{spec}: cannot create the pretrained timm model ({err})") from err
         return unwrap(model, spec)
-    return read_weights(spec)
+    return read_weights(spec, trust_pickle)
 
 
-def convert(src: str, out: str | Path, depth: int | None = None) -> dict:
+def convert(src: str, out: str | Path, depth: int | None = None, num_groups: int | None = 1,
+            width_per_group: int | None = 64, trust_pickle: bool = False) -> dict:
     """Convert ``src`` (see :func:`load_input`) to ``out``; returns the report."""
-    state, kind = load_input(src)
-    model, report = torchvision_to_detectron2(state, depth)
+    state, kind = load_input(src, trust_pickle)
+    model, report = torchvision_to_detectron2(state, depth, num_groups, width_per_group)
     report = {"source": str(src), "kind": kind, **report}
     save_detectron2_pkl(model, out, report)
     return report

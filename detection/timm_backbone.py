@@ -10,7 +10,8 @@ Registered in Detectron2's ``BACKBONE_REGISTRY`` when ``detection`` is imported:
 
 Keys (``MODEL.TIMM``, see ``config.add_keepaugment_config``): ``NAME``, ``PRETRAINED`` (timm hub,
 needs internet), ``CHECKPOINT`` (a classification checkpoint/export of ours or any state dict of that
-timm model; the classifier is ignored, any missing backbone weight is an error), ``OUT_FEATURES``,
+timm model; the classifier is ignored, any missing backbone weight is an error; loaded with
+``weights_only=True`` unless ``TRUST_PICKLE``), ``OUT_FEATURES``,
 ``FREEZE_AT`` (leading levels of timm's ``feature_info`` to freeze: see ``config.py``), ``NORM``
 (FrozenBN | BN | SyncBN).
 """
@@ -34,11 +35,11 @@ logger = logging.getLogger(__name__)
 STRIDES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 
 
-def full_state_dict(name: str, path: str, in_chans: int = 3) -> dict:
+def full_state_dict(name: str, path: str, in_chans: int = 3, trust_pickle: bool = False) -> dict:
     """The weights of ``path`` as a complete state dict of timm model ``name`` (its classifier may be
     missing or of any size: it is not used). A missing backbone weight is a :class:`WeightsError`."""
     try:
-        state, kind = read_weights(path)
+        state, kind = read_weights(path, trust_pickle, trust_hint="MODEL.TIMM.TRUST_PICKLE=True")
     except (FileNotFoundError, ConversionError) as err:
         raise WeightsError(f"MODEL.TIMM.CHECKPOINT: {err}") from err
     model = timm.create_model(name, pretrained=False, in_chans=in_chans)
@@ -55,14 +56,15 @@ def full_state_dict(name: str, path: str, in_chans: int = 3) -> dict:
 
 class TimmBackbone(Backbone):
     def __init__(self, name: str, out_features=("res2", "res3", "res4", "res5"), *, in_chans: int = 3,
-                 pretrained: bool = False, checkpoint: str = "", freeze_at: int = 0, norm: str = "FrozenBN"):
+                 pretrained: bool = False, checkpoint: str = "", freeze_at: int = 0, norm: str = "FrozenBN",
+                 trust_pickle: bool = False):
         super().__init__()
         # A checkpoint is checked against the whole model, then handed to timm, which loads it before
         # wrapping the model for features_only (wrappers may rename modules, e.g. stages.0 -> stages_0).
         weights = dict(pretrained=pretrained)
         if checkpoint:
-            weights = dict(pretrained=True, pretrained_cfg_overlay=dict(state_dict=full_state_dict(name, checkpoint,
-                                                                                                  in_chans)))
+            state = full_state_dict(name, checkpoint, in_chans, trust_pickle)
+            weights = dict(pretrained=True, pretrained_cfg_overlay=dict(state_dict=state))
         try:
             self.body = timm.create_model(name, features_only=True, in_chans=in_chans, **weights)
         except Exception as err:  # noqa: BLE001 - unknown name, no features_only support, offline hub
@@ -117,7 +119,7 @@ class TimmBackbone(Backbone):
 def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
     t = cfg.MODEL.TIMM
     return TimmBackbone(t.NAME, tuple(t.OUT_FEATURES), in_chans=input_shape.channels, pretrained=t.PRETRAINED,
-                        checkpoint=t.CHECKPOINT, freeze_at=t.FREEZE_AT, norm=t.NORM)
+                        checkpoint=t.CHECKPOINT, freeze_at=t.FREEZE_AT, norm=t.NORM, trust_pickle=t.TRUST_PICKLE)
 
 
 def _fpn(cfg, bottom_up: Backbone, top_block: nn.Module) -> FPN:

@@ -2,8 +2,10 @@
 
 Detectron2 only logs missing keys; a converted backbone that silently fails to match (wrong depth,
 wrong file) would then train from random initialisation. Here a weights file that is unreadable,
-converted from another depth, or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded
-(or unused) is an error that names ``MODEL.WEIGHTS``. Loading goes through
+converted from another depth or groups/width (a ResNeXt or wide ResNet into a plain ResNet config),
+or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded (or unused) is an error that
+names ``MODEL.WEIGHTS``. The two kinds of key Detectron2's own ``convert-torchvision-to-d2.py``
+keeps and no ResNet has (``stem.fc.*``, ``*.num_batches_tracked``) are ignored and reported. Loading goes through
 ``DetectionCheckpointer.load`` (URLs, ``.pkl`` heuristics, ``.pth``), as Detectron2 itself does.
 """
 
@@ -17,6 +19,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 logger = logging.getLogger(__name__)
 BACKBONE_KEY = re.compile(r"(^|\.)(stem|res[2-5])\.")
+# What Detectron2's own tools/convert-torchvision-to-d2.py keeps and no Detectron2 ResNet has: the
+# classifier renamed to stem.fc.*, and BatchNorm's step counter (FrozenBN has none). Ignored, reported.
+CONVERTER_EXTRA_KEY = re.compile(r"(^|\.)stem\.fc\.|(^|\.)num_batches_tracked$")
 
 
 class WeightsError(ValueError):
@@ -31,6 +36,24 @@ def check_depth(ckpt: dict, cfg, path: str) -> None:
                            f"MODEL.RESNETS.DEPTH is {cfg.MODEL.RESNETS.DEPTH}")
 
 
+def check_groups_and_width(ckpt: dict, cfg, path: str) -> None:
+    """A ResNeXt or wide ResNet needs MODEL.RESNETS.NUM_GROUPS / WIDTH_PER_GROUP to match (read from the
+    first 3x3 conv, ``res2.0.conv2``, of a backbone file; whole-detector checkpoints are left to the load)."""
+    if "resnet" not in cfg.MODEL.BACKBONE.NAME:
+        return
+    conv2 = ckpt["model"].get("res2.0.conv2.weight")
+    if conv2 is None or len(conv2.shape) != 4 or "res2.0.conv3.weight" not in ckpt["model"]:
+        return  # not a bottleneck backbone file (a basic-block ResNet has 1 group of 64 by construction)
+    groups = conv2.shape[0] // conv2.shape[1]
+    width = conv2.shape[0] // groups
+    want = cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP
+    if (groups, width) != want:
+        kind = f"ResNeXt ({groups}x{width}d)" if groups > 1 else f"ResNet of width {width}"
+        raise WeightsError(f"MODEL.WEIGHTS={path} holds a {kind}: NUM_GROUPS {groups}, WIDTH_PER_GROUP {width}, "
+                           f"but the config builds NUM_GROUPS {want[0]}, WIDTH_PER_GROUP {want[1]}: set "
+                           f"MODEL.RESNETS.NUM_GROUPS={groups} MODEL.RESNETS.WIDTH_PER_GROUP={width}")
+
+
 class StrictBackboneCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose model loading also checks the depth and the backbone keys."""
 
@@ -42,16 +65,23 @@ class StrictBackboneCheckpointer(DetectionCheckpointer):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise WeightsError(f"MODEL.WEIGHTS={self.path}: not a Detectron2 checkpoint (no 'model' dict)")
         check_depth(checkpoint, self.cfg, self.path)
+        check_groups_and_width(checkpoint, self.cfg, self.path)
         backbone_only = "__author__" in checkpoint or checkpoint.get("matching_heuristics", False)
         incompatible = super()._load_model(checkpoint)
         missing = [k for k in incompatible.missing_keys if BACKBONE_KEY.search(k)]
         unused = [k for k in incompatible.unexpected_keys if BACKBONE_KEY.search(k)]
+        ignored = [k for k in unused if CONVERTER_EXTRA_KEY.search(k)]
+        unused = [k for k in unused if not CONVERTER_EXTRA_KEY.search(k)]
+        if ignored:
+            logger.info("MODEL.WEIGHTS=%s: ignored %d keys no Detectron2 ResNet has (the classifier as stem.fc.*, "
+                        "BatchNorm's num_batches_tracked; Detectron2's convert-torchvision-to-d2.py keeps them): %s",
+                        self.path, len(ignored), ignored[:6])
         if backbone_only and (missing or unused):
             raise WeightsError(f"MODEL.WEIGHTS={self.path} leaves {len(missing)} backbone weights unloaded "
                                f"(e.g. {missing[:4]}) and {len(unused)} unused (e.g. {unused[:4]}): is it a converted "
                                "ResNet of this depth?")
         self.report = {"missing": incompatible.missing_keys, "unexpected": incompatible.unexpected_keys,
-                       "missing_backbone": missing}
+                       "missing_backbone": missing, "ignored": ignored}
         return incompatible
 
 

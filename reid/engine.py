@@ -63,7 +63,7 @@ class ReidTrainer(Runtime):
         self.hooks = list(hooks)
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root)
         torch.manual_seed(cfg.train.seed)
-        self.net = BoTNet(self.dataset.num_train_pids, cfg.model.depth, cfg.model.last_stride)
+        self.net = BoTNet(self.dataset.num_train_pids, cfg.model.depth, cfg.model.last_stride, cfg.model.neck_feat)
         if cfg.model.pretrained:
             self.net.load_backbone(cfg.model.pretrained)
         elif cfg.model.torchvision_weights:
@@ -100,7 +100,8 @@ class ReidTrainer(Runtime):
         self.sampler = IdentitySampler([p for _, p, _ in self.dataset.train], cfg.data.p, cfg.data.k, cfg.train.seed,
                                        self.info.rank, self.info.world_size)
         # each image's flip / crop is seeded by (seed, epoch, index): exact resume with any number of workers
-        self.loader = DataLoader(EpochSeeded(train, cfg.train.seed), cfg.data.p * cfg.data.k,
+        # global batch P x K as in BoT's single-GPU recipe: each of W ranks loads P / W identities x K
+        self.loader = DataLoader(EpochSeeded(train, cfg.train.seed), self.sampler.batch_size,
                                  sampler=WithEpoch(self.sampler), num_workers=cfg.data.workers,
                                  drop_last=True, pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = len(self.loader)

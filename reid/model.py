@@ -1,6 +1,13 @@
 """The Bag-of-Tricks re-ID network (Luo et al. 2019, reid-strong-baseline ``modeling/baseline.py``):
 a torchvision ResNet-50/101 with last stride 1, global average pooling -> f_t (triplet / center
-losses), BNNeck (BatchNorm1d, bias frozen) -> f_i, bias-free classifier (CE). Inference returns f_i.
+losses), BNNeck (BatchNorm1d, bias frozen) -> f_i, bias-free classifier (CE). Inference returns f_i
+(``neck_feat="after"``, BoT's default ``TEST.NECK_FEAT``) or f_t (``"before"``).
+
+One deliberate difference from BoT's ResNet: BoT's ``modeling/backbones/resnet.py`` has no ReLU after
+the stem's BatchNorm (``# x = self.relu(x)    # add missed relu`` is commented out, michuanhaohao/
+reid-strong-baseline at 3da7e6f0, lines 97 and 125); ours is torchvision's ResNet, which has it. The
+ImageNet weights BoT starts from were trained with that ReLU (torchvision's), and so are the
+backbones our ``classification`` trainer exports, so we keep the layout the weights were made for.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ DEPTHS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: 
 
 
 class BoTNet(nn.Module):
-    def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1) -> None:
+    def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, neck_feat: str = "after") -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"model.depth must be one of {sorted(DEPTHS)}, got {depth}")
+        if neck_feat not in ("after", "before"):
+            raise ValueError(f"model.neck_feat must be 'after' or 'before' (the BNNeck), got {neck_feat!r}")
+        self.neck_feat = neck_feat
         self.base = DEPTHS[depth](weights=None)
         self.dim = self.base.fc.in_features  # 2048 (ResNet-50/101) or 512 (18/34)
         self.base.fc = nn.Identity()
@@ -40,8 +50,10 @@ class BoTNet(nn.Module):
         return torch.flatten(b.avgpool(x), 1)
 
     def forward(self, x: torch.Tensor):
-        """Training: (logits, f_t). Eval: f_i (post-BN feature)."""
+        """Training: (logits, f_t). Eval: f_i (after the BNNeck) or f_t (``neck_feat="before"``)."""
         f_t = self.features(x)
+        if not self.training and self.neck_feat == "before":
+            return f_t
         f_i = self.bottleneck(f_t)
         return (self.classifier(f_i), f_t) if self.training else f_i
 

@@ -1,7 +1,9 @@
 """P x K identity sampler (BoT ``RandomIdentitySampler`` / fast-reid ``NaiveIdentitySampler``): every
 batch holds P identities with K images each (an identity with fewer than K images is sampled with
-replacement). Seeded per epoch, and DDP-aware: each rank takes a disjoint share of every epoch's
-batches."""
+replacement). Seeded per epoch, and DDP-aware without changing the recipe: every process draws the
+same epoch of P x K batches and rank r takes identities [r P/W, (r+1) P/W) of each, so W processes
+train on the global batch P x K with as many steps per epoch as one process does (BoT is a
+single-GPU batch-64 recipe). P must be divisible by W."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ class IdentitySampler(Sampler[int]):
             self.index[pid].append(i)
         if len(self.index) < p:
             raise ValueError(f"P = {p} identities per batch but the data has only {len(self.index)}")
+        if p % world:
+            raise ValueError(f"data.p = {p} identities per global batch cannot be split evenly over {world} "
+                             f"processes: use a P divisible by {world}, or another number of processes")
         self.p, self.k, self.seed, self.rank, self.world, self.epoch = p, k, seed, rank, world, 0
         self.pids = sorted(self.index)
 
@@ -57,11 +62,15 @@ class IdentitySampler(Sampler[int]):
             pending = rest
         return batches
 
+    @property
+    def batch_size(self) -> int:
+        """Images per batch on this rank: P / W identities x K."""
+        return self.p // self.world * self.k
+
     def __iter__(self):
-        mine = self.batches()
-        n = len(mine) // self.world
-        for b in mine[self.rank * n:(self.rank + 1) * n]:
-            yield from b
+        share = self.batch_size  # a batch is P groups of K consecutive indices: this rank's P / W groups
+        for b in self.batches():
+            yield from b[self.rank * share:(self.rank + 1) * share]
 
     def __len__(self) -> int:
-        return len(self.batches()) // self.world * self.p * self.k
+        return len(self.batches()) * self.batch_size

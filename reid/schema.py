@@ -15,6 +15,11 @@ class ModelConfig:
     pretrained: str = ""  # path: torchvision ImageNet checkpoint or a classification export
     torchvision_weights: str = ""  # e.g. IMAGENET1K_V1: torchvision's weights by name (needs internet)
     channels_last: bool = False
+    neck_feat: str = "after"  # test feature: after | before the BNNeck (BoT's TEST.NECK_FEAT, default after)
+
+    def validate(self) -> None:
+        if self.neck_feat not in ("after", "before"):
+            raise ValueError(f"model.neck_feat must be after or before, got {self.neck_feat!r}")
 
 
 @dataclass

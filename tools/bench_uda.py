@@ -1,6 +1,7 @@
-"""Small-budget UDA comparison (a benchmark, not a test): RandAugment vs KeepRandAugment (max-logit,
-low-res saliency) as the strong augmentation of UDA on CIFAR-10, over n seeds; mean ± std test top-1,
-mask rate and images/s, as a table and JSON.
+"""Small-budget UDA comparison (a benchmark, not a test): UDA's RandAugment + Cutout 16 vs KeepRandAugment
+on top of it (max-logit, low-res saliency) as the strong augmentation of UDA on CIFAR-10, over n seeds;
+mean ± std test top-1, mask rate and images/s, as a table and JSON. ``--arms`` adds the torchvision
+``RandAugment(2, 9)`` arms (``tv_randaugment``, ``keep_tv_randaugment``) for comparison.
 
     python tools/bench_uda.py --data ../shared/data/cifar10-jpeg.tar.gz --preset cpu   # reduced, 2 cores
     python tools/bench_uda.py --data /data/cifar10 --preset gpu                         # WRN-28-2, one H100
@@ -22,7 +23,13 @@ from classification.config import load_config
 from classification.uda import SemiConfig, UDATrainer
 
 BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "uda" / "base.yaml"
-ARMS = {"randaugment": ["aug.method=randaugment"], "keep_randaugment": ["aug.method=keep_randaugment"]}
+# the strong view: UDA's own RandAugment + Cutout 16 (classification/uda_randaugment.py, the configs' default),
+# or torchvision's RandAugment(2, 9) (aug.image=randaugment); keep_* add the selective paste
+ARMS = {"uda_randaugment": ["aug.method=randaugment", "aug.image=uda_randaugment"],
+        "keep_uda_randaugment": ["aug.method=keep_randaugment", "aug.image=uda_randaugment"],
+        "tv_randaugment": ["aug.method=randaugment", "aug.image=randaugment"],
+        "keep_tv_randaugment": ["aug.method=keep_randaugment", "aug.image=randaugment"]}
+DEFAULT_ARMS = ["uda_randaugment", "keep_uda_randaugment"]
 PRESETS = {
     # 2 CPU cores: narrow ResNet-18, 250 labels, labelled batch 16 + 2 x 32 unlabelled, 3 x 100 steps
     "cpu": dict(seeds=2, overrides=[
@@ -37,12 +44,15 @@ PRESETS = {
 
 
 def main() -> None:
-    args = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_uda").parse_args()
+    ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_uda")
+    ap.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
+    args = ap.parse_args()
     preset = PRESETS[args.preset]
     root, out = cifar_root(args.data, args.cache), Path(args.out)
     results: dict[str, list[dict]] = {}
     for seed in range(args.seeds or preset["seeds"]):
-        for arm, arm_overrides in ARMS.items():
+        for arm in args.arms:
+            arm_overrides = ARMS[arm]
             print(f"== {arm}, seed {seed}", flush=True)
             cfg = load_config(SemiConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
                                                  *arm_overrides, f"train.seed={seed}", f"uda.split_seed={seed}",

@@ -3,13 +3,15 @@
 Detectron2 has no official PyPI release (INSTALL.md: build from source). This script tries, in order:
 
 1. ``source``: ``pip install --no-build-isolation <source>`` where ``<source>`` is the official
-   ``git+https://github.com/facebookresearch/detectron2.git`` (or ``--source`` / ``$DETECTRON2_SOURCE``:
-   a local clone, an archive, another git URL). Torch must already be installed (setup.py imports it),
-   hence ``--no-build-isolation``. This builds the C++/CUDA ops.
+   ``git+https://github.com/facebookresearch/detectron2.git`` at a pinned commit (``OFFICIAL_COMMIT``;
+   or ``--source`` / ``$DETECTRON2_SOURCE``: a local clone, an archive, another git URL or ref).
+   Torch must already be installed (setup.py imports it), hence ``--no-build-isolation``. This builds
+   the C++/CUDA ops.
 2. ``fallback`` (when the source cannot be fetched or built): the PyPI sdist ``pb1-detectron2==0.6``
    carries detectron2 v0.6's Python sources and model-zoo configs but not its C++ sources, so its own
-   setup.py cannot build. We fetch it from the package index, check its sha256 against the index, and
-   install the ``detectron2`` package directory as a pure-Python distribution (version ``0.6+pyonly``).
+   setup.py cannot build. We fetch it from the package index, refuse it unless its sha256 is the one
+   pinned here (``SDIST_SHA256``), and install the ``detectron2`` package directory as a pure-Python
+   distribution (version ``0.6+pyonly``).
    Nothing in the sources is edited. ``detection/compat.py`` supplies what that install lacks
    (a ``detectron2._C`` stand-in, Pillow>=10's missing ``Image.LINEAR``) when ``detection`` is imported.
 
@@ -34,9 +36,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-OFFICIAL_SOURCE = "git+https://github.com/facebookresearch/detectron2.git"
+# The GitHub source, pinned to a commit of main (2026-06-06, the newest we have read; INSTALL.md builds main,
+# not a tag). Override with --source / $DETECTRON2_SOURCE (a tag, another commit, a local clone).
+OFFICIAL_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
+OFFICIAL_SOURCE = f"git+https://github.com/facebookresearch/detectron2.git@{OFFICIAL_COMMIT}"
 SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
+# sha256 of pb1-detectron2-0.6.tar.gz (518,688 bytes), as PyPI lists it and as we hashed the download,
+# 2026-11-28. Any other file is refused, whatever the index says.
+SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # detectron2 v0.6 setup.py install_requires, with black unpinned (21.4b2 does not install on 3.11's click).
 FALLBACK_REQUIRES = [
     "Pillow>=7.1", "matplotlib", "pycocotools>=2.0.2", "termcolor>=1.1", "yacs>=0.1.8", "tabulate",
@@ -84,8 +92,9 @@ def index_url() -> str:
     return (url or "https://pypi.org/simple").rstrip("/")
 
 
-def fetch_sdist(dest: Path) -> Path:
-    """Download pb1-detectron2's sdist from the package index and verify the index's sha256."""
+def fetch_sdist(dest: Path, expected_sha256: str = SDIST_SHA256) -> Path:
+    """Download pb1-detectron2's sdist from the package index; refuse it unless its sha256 is the pinned one
+    (the index's own listing, when it has one, must agree too)."""
     url = f"{index_url()}/{SDIST_NAME}/"
     req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
@@ -98,8 +107,14 @@ def fetch_sdist(dest: Path) -> Path:
     with urllib.request.urlopen(urllib.parse.urljoin(url, entry["url"]), timeout=300) as resp, open(path, "wb") as out:
         shutil.copyfileobj(resp, out)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if "sha256" in entry.get("hashes", {}) and digest != entry["hashes"]["sha256"]:
-        raise RuntimeError(f"{wanted}: sha256 {digest} does not match the index's {entry['hashes']['sha256']}")
+    listed = entry.get("hashes", {}).get("sha256")
+    if digest != expected_sha256:
+        path.unlink()
+        raise RuntimeError(f"{wanted} from {url}: sha256 {digest} is not the pinned {expected_sha256} "
+                           f"(refused; the index lists {listed or 'no sha256'})")
+    if listed is not None and listed != digest:
+        path.unlink()
+        raise RuntimeError(f"{wanted}: sha256 {digest} does not match the index's {listed}")
     return path
 
 
@@ -175,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detectron2 source ({args.source}) not reachable or not buildable: "
               f"falling back to {SDIST_NAME}=={SDIST_VERSION}'s Python sources")
     if install_fallback():
-        print("detectron2 0.6 installed from Python sources only; see README 'Detectron2 install' for what "
+        print("detectron2 0.6 installed from Python sources only; see docs/detection.md 'Detectron2 install' for what "
               "detection/compat.py provides")
         return 0
     print("error: neither the detectron2 source nor the fallback sdist could be installed", file=sys.stderr)

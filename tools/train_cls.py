@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
-from classification.checkpoint import config_from_checkpoint
+from classification.checkpoint import eval_config
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export", metavar="CKPT", help="export the backbone of a training checkpoint")
     ap.add_argument("--out", help="output path of --export")
     ap.add_argument("--with-classifier", action="store_true", help="keep the classifier in the export")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # flags anywhere among config and overrides
     if args.export:
         if not args.out:
             ap.error("--export needs --out")
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--eval-only needs --checkpoint")
     if args.config and "=" in args.config and not Path(args.config).is_file():  # an override, not a file
         args.overrides, args.config = [args.config, *args.overrides], None
-    if args.eval_only and not args.config:  # model and data settings from the checkpoint; overrides win
-        cfg = one_line_errors(lambda: config_from_checkpoint(ClsConfig, args.checkpoint, args.overrides), args)
+    if args.eval_only:  # the checkpoint's model (and, without a config file, all its settings); overrides win
+        cfg = one_line_errors(lambda: eval_config(ClsConfig, args.checkpoint, args.config, args.overrides), args)
         if isinstance(cfg, int):
             return cfg
         return one_line_errors(lambda: run(cfg, args), args)

@@ -27,6 +27,7 @@ import detection  # noqa: F401  (first: compat shims for a Python-only detectron
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 # isort: on
 from classification.config import ConfigError
@@ -65,6 +66,9 @@ def main(args):
     cfg = prepare(args)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup configures only detectron2's and fvcore's loggers: ours (weights loaded, keys ignored,
+    # the timm backbone's unused keys) go to the console and OUTPUT_DIR/log.txt the same way
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detection", abbrev_name="det")
     if args.eval_only:
         model = Trainer.build_model(cfg)
         last = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)  # --resume: OUTPUT_DIR's last checkpoint

@@ -2,7 +2,10 @@
 
     python tools/train_reid.py reid/configs/bot_r101_keep.yaml data.root=/data/market1501 model.pretrained=r101.pth
     torchrun --nproc_per_node 4 tools/train_reid.py CONFIG [key=value ...] [--resume]
-    python tools/train_reid.py CONFIG --eval-only --checkpoint runs/reid/x/last.pt [--out metrics.json]
+    python tools/train_reid.py --eval-only --checkpoint runs/reid/x/last.pt [key=value ...] [--out metrics.json]
+
+--eval-only takes the model (and, without a CONFIG, every setting) from the checkpoint's stored config;
+key=value overrides win (e.g. data.root=... on another machine, eval.rerank=true).
 """
 
 from __future__ import annotations
@@ -14,21 +17,29 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
+from classification.checkpoint import eval_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config")
+    ap.add_argument("config", nargs="?", help="YAML config (see reid/configs); optional with --eval-only")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
     add_run_flags(ap)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
     ap.add_argument("--out", help="JSON file for --eval-only metrics (default <output_dir>/eval.json)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # flags anywhere among config and overrides
     if args.eval_only and not args.checkpoint:
         ap.error("--eval-only needs --checkpoint")
+    if args.config and "=" in args.config and not Path(args.config).is_file():  # an override, not a file
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.eval_only:
+        cfg = one_line_errors(lambda: eval_config(ReidConfig, args.checkpoint, args.config, args.overrides), args)
+        return cfg if isinstance(cfg, int) else one_line_errors(lambda: run(cfg, args), args)
+    if not args.config:
+        ap.error("a config file is required")
     cfg = load_or_report(ReidConfig, args.config, args.overrides, args=args)
     if cfg is None:
         return 2

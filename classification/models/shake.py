@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stages import blocks_per_stage, make_stages, stride_of
+from .stages import blocks_per_stage, he_fan_out_init, make_stages, stride_of
 
 
 class _ShakeShake(torch.autograd.Function):
@@ -91,6 +91,7 @@ class ShakeShakeNet(nn.Module):
         stages, in_planes = make_stages(ShakeBlock, (width, 2 * width, 4 * width), n, in_planes=16)
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(in_planes, num_classes)
+        he_fan_out_init(self, zero_linear_bias=True)  # as the Shake-Shake PyTorch port (owruby/shake-shake_pytorch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.bn1(self.conv1(x)))))
@@ -136,6 +137,7 @@ class PyramidNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(in_planes)
         self.fc = nn.Linear(in_planes, num_classes)
+        he_fan_out_init(self)  # as dyhan0920/PyramidNet-PyTorch PyramidNet.py (1e2b467f): convs and BN only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.bn1(self.conv1(x)))))

@@ -32,3 +32,17 @@ def make_stages(make_block: Callable[[int, int, int], nn.Module], widths, n: int
             in_planes = planes
         stages.append(nn.Sequential(*blocks))
     return stages, in_planes
+
+
+def he_fan_out_init(model: nn.Module, zero_linear_bias: bool = False) -> None:
+    """The references' initialisation: every conv ``N(0, sqrt(2 / (k * k * out_channels)))`` (He, fan_out),
+    BatchNorm weight 1 / bias 0, and optionally the classifier's bias 0 (the Linear weight keeps
+    PyTorch's default)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and zero_linear_bias:
+            nn.init.zeros_(m.bias)

@@ -1,10 +1,11 @@
 """One whole training step of each trainer on fake CUDA tensors (tests/fake_cuda.py): the classification
 trainer on the device-resident loader (keep_cutout with low-res + early head + bf16 saliency, keep_cutmix,
-keep_random_erasing, plain cutout) and on the worker loader (keep_autoaugment: the paste needs the PIL
-pair), the UDA step and the re-ID step, in bf16 autocast with channels_last. Nothing in a step may wait for
-the device or copy between host and device, except a worker loader's non-blocking copy of its pinned
-batch. (The backward cannot run on fake CUDA: it is zeros here; its op set is checked on the CPU in
-tests/core/test_fake_cuda.py and on a real GPU by the CUDA-marked tests.)"""
+keep_random_erasing, plain cutout) and on the worker loader (keep_autoaugment, and AutoAugment + paste +
+KeepCutout sharing one saliency map: the paste needs the PIL pair), the UDA step and the re-ID step,
+in bf16 autocast with channels_last. Nothing in a step may wait for the device or copy between host and
+device, except a worker loader's non-blocking copy of its pinned batch. (The backward cannot run on
+fake CUDA: it is zeros here; its op set is checked on the CPU in tests/core/test_fake_cuda.py and on a
+real GPU by the CUDA-marked tests.)"""
 
 import pytest
 import torch
@@ -45,14 +46,16 @@ def test_classification_step_on_device_loader(method, tiny_overrides, monkeypatc
     assert_sync_free(rec, method)
 
 
-def test_classification_paste_step_on_worker_loader(tiny_overrides, monkeypatch):
-    trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "aug.method=keep_autoaugment"]))
+@pytest.mark.parametrize("aug", [["aug.method=keep_autoaugment"],
+                                 ["aug.method=keep_autoaugment", "aug.region=cutout", "aug.keep_cut=true"]])
+def test_classification_paste_step_on_worker_loader(aug, tiny_overrides, monkeypatch):
+    trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, *aug]))
     assert not trainer.device_data  # AutoAugment runs per image on PIL: the worker loader
     trainer.loader.set_epoch(0)
     batch, _ = next(iter(trainer.loader))  # real CPU tensors, as a worker's pinned batch
     rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), 3,
                              allow_async_h2d=True)
-    assert_sync_free(rec, "keep_autoaugment")
+    assert_sync_free(rec, " ".join(aug))
 
 
 def test_uda_step(monkeypatch, tmp_path):

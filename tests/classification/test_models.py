@@ -10,7 +10,28 @@ PUBLISHED = {"cifar_resnet18": 11.2, "cifar_resnet110": 1.7, "wrn_28_10": 36.5, 
 TOLERANCE = {"cifar_resnet110": 0.03, "wrn_28_2": 0.03}  # published with 2 significant digits
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_pyramidnet_count_follows_han_et_al_convention():
+    """Han et al. count the conv and fc layers' parameters only (no BatchNorm): PyramidNet-272 alpha 200 is
+    26.0M under that convention, as published (26.21M counting BatchNorm too)."""
+    model = create_model("pyramidnet272_shakedrop", num_classes=10)
+    counted = sum(p.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+                  for p in m.parameters())
+    assert counted == 25_999_978 and round(counted / 1e6, 1) == PUBLISHED["pyramidnet272_shakedrop"]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 26.21
+
+
+def test_shake_and_pyramid_nets_use_he_fan_out_init():
+    torch.manual_seed(0)
+    for name in ("shake_shake_26_2x96d", "pyramidnet272_shakedrop"):
+        model = create_model(name, num_classes=10)
+        conv = max((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), key=lambda m: m.weight.numel())
+        k, out = conv.kernel_size[0] * conv.kernel_size[1], conv.out_channels
+        std = conv.weight.std().item()
+        assert abs(std - (2.0 / (k * out)) ** 0.5) / (2.0 / (k * out)) ** 0.5 < 0.02, (name, std)
+    assert torch.equal(create_model("shake_shake_26_2x96d").fc.bias, torch.zeros(10))
+
+
+@pytest.mark.parametrize("name", sorted(set(PUBLISHED) - {"pyramidnet272_shakedrop"}))
 def test_parameter_counts(name):
     model = create_model(name, num_classes=1000 if name.startswith("resnet") else 10)
     n = sum(p.numel() for p in model.parameters()) / 1e6

@@ -139,3 +139,15 @@ def test_cli_config_error_names_key(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "train_cls.py"), str(BASE), "optim.lrr=1"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "optim.lrr" in out.stderr
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_named(tiny_cfg, monkeypatch):
+    from classification.runtime import slow_bf16_settings
+
+    cfg = tiny_cfg("train.amp=bf16", "aug.saliency_dtype=bfloat16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert slow_bf16_settings(cfg, torch.device("cpu")) == ["train.amp=bf16", "aug.saliency_dtype=bfloat16"]
+    assert slow_bf16_settings(cfg, torch.device("cuda")) == []
+    assert slow_bf16_settings(tiny_cfg(), torch.device("cpu")) == []
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert slow_bf16_settings(cfg, torch.device("cpu")) == []

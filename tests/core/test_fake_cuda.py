@@ -22,6 +22,8 @@ CONFIGS = {
     "keep_cutout_lowres_early_bf16": dict(op="cutout", size=8, selective=True, low_res=True, early=True,
                                           saliency_dtype=torch.bfloat16),
     "keep_cutout_max_logit": dict(op="cutout", size=8, selective=True, target="max_logit"),
+    "keep_cutout_region_mean": dict(op="cutout", size=8, selective=True, region_score="mean"),
+    "keep_erasing_region_mean": dict(op="erasing", selective=True, region_score="mean"),
     "erasing": dict(op="erasing", p=0.5),
     "keep_erasing_random": dict(op="erasing", selective=True, p=0.5, fill="random"),
     "keep_erasing_channel_random": dict(op="erasing", selective=True, fill="channel_random"),

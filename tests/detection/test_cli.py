@@ -35,9 +35,12 @@ def test_train_resume_and_eval_only(coco_tiny, converted, tmp_path):
     first = train_det(*flags, *common, "SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=2", 'DATASETS.TEST=()')
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "model_final.pth").is_file()
+    loaded = f"loaded {converted[50]}: "  # detection.weights' INFO line: configured like detectron2's own
+    assert loaded in first.stderr + first.stdout and loaded in (tmp_path / "log.txt").read_text()
     resumed = train_det(*flags, "--resume", *common, "SOLVER.MAX_ITER=3", 'DATASETS.TEST=()')
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Starting training from iteration 2" in resumed.stderr + resumed.stdout
+    assert "resumed from " in resumed.stderr + resumed.stdout  # our line, not only Detectron2's
     state = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
     assert state["iteration"] == 2  # the resumed run did iteration 2 only and saved again
     evaluated = train_det(*flags, "--eval-only", *common, f"MODEL.WEIGHTS={tmp_path / 'model_final.pth'}")

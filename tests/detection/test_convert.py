@@ -15,7 +15,7 @@ from classification.export import export_backbone
 from classification.schema import ClsConfig
 from detection.config import load_config
 from detection.convert import ConversionError, convert, read_weights, rename, torchvision_to_detectron2
-from detection.weights import load_weights
+from detection.weights import WeightsError, load_weights
 
 from .conftest import ROOT, random_resnet
 
@@ -118,7 +118,8 @@ def test_wrapper_prefixes_are_stripped_and_extras_reported(tmp_path):
 
 def test_depth_mismatch_is_an_error(tmp_path):
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
-    with pytest.raises(ConversionError, match="ResNet-50 but depth 101"):
+    with pytest.raises(ConversionError, match=r"depth mismatch: the weights are a ResNet-50 \(depth 50, .*\) but "
+                                              "depth 101 was asked for: convert with --depth 50"):
         convert(str(tmp_path / "r50.pth"), tmp_path / "r.pkl", depth=101)
     assert not (tmp_path / "r.pkl").exists()
 
@@ -175,3 +176,94 @@ def test_cli_reports_and_fails_clearly(tmp_path):
     bad = subprocess.run([sys.executable, tool, str(tmp_path / "r50.pth"), str(tmp_path / "r.pkl"), "--depth", "101"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "depth mismatch" in bad.stderr
+
+
+def upstream_converter(state: dict) -> dict:
+    """The renaming of Detectron2's tools/convert-torchvision-to-d2.py (facebookresearch/detectron2 at
+    02b5c4e2), which keeps every key: the classifier becomes stem.fc.*, num_batches_tracked stays."""
+    model = {}
+    for k, v in state.items():
+        if "layer" not in k:
+            k = "stem." + k
+        for t in (1, 2, 3, 4):
+            k = k.replace(f"layer{t}", f"res{t + 1}")
+        for t in (1, 2, 3):
+            k = k.replace(f"bn{t}", f"conv{t}.norm")
+        k = k.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        model[k] = v.detach().numpy()
+    return {"model": model, "__author__": "torchvision", "matching_heuristics": True}
+
+
+def test_detectron2_converter_output_loads_and_its_extra_keys_are_reported(tmp_path, caplog):
+    from detectron2.modeling import build_model
+
+    tv = random_resnet(50, seed=1)
+    path = tmp_path / "upstream.pkl"
+    path.write_bytes(pickle.dumps(upstream_converter(tv.state_dict())))
+    cfg = load_config("faster_rcnn_R_50_C4_3x.yaml", ["MODEL.DEVICE=cpu", f"MODEL.WEIGHTS={path}"])
+    model = build_model(cfg)
+    with caplog.at_level("INFO", logger="detection.weights"):
+        report = load_weights(model, cfg)
+    assert report["missing_backbone"] == []
+    assert {"stem.fc.weight", "stem.fc.bias", "stem.conv1.norm.num_batches_tracked"} <= set(report["ignored"])
+    assert len(report["ignored"]) == 2 + 53  # the classifier and every BatchNorm's step counter
+    assert "ignored 55 keys" in caplog.text
+    ours = model.backbone.res4[0].conv1.weight.detach()
+    assert torch.equal(ours, tv.layer3[0].conv1.weight.detach())  # loaded, not left at random init
+
+
+@pytest.mark.parametrize("make, name, flags", [
+    (torchvision.models.resnext50_32x4d, "ResNeXt-50 32x4d", (32, 4)),
+    (torchvision.models.wide_resnet50_2, r"Wide ResNet-50 \(width 128\)", (1, 128)),
+])
+def test_resnext_and_wide_resnets_need_their_groups_and_width(make, name, flags, tmp_path):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    net = make().eval()
+    torch.save(net.state_dict(), tmp_path / "x.pth")
+    groups, width = flags
+    with pytest.raises(ConversionError, match=f"{name} .*--num-groups {groups} --width-per-group {width}.*"
+                                              f"MODEL.RESNETS.NUM_GROUPS={groups} MODEL.RESNETS.WIDTH_PER_GROUP"):
+        convert(str(tmp_path / "x.pth"), tmp_path / "x.pkl", depth=50)
+    assert not (tmp_path / "x.pkl").exists()
+    report = convert(str(tmp_path / "x.pth"), tmp_path / "x.pkl", depth=50, num_groups=groups, width_per_group=width)
+    assert (report["num_groups"], report["width_per_group"]) == flags
+    plain = load_config("faster_rcnn_R_50_FPN_3x.yaml", ["MODEL.DEVICE=cpu", f"MODEL.WEIGHTS={tmp_path / 'x.pkl'}"])
+    with pytest.raises(WeightsError, match=f"NUM_GROUPS {groups}, WIDTH_PER_GROUP {width}, but the config builds "
+                                           f"NUM_GROUPS 1, WIDTH_PER_GROUP 64: set MODEL.RESNETS.NUM_GROUPS={groups}"):
+        load_weights(build_model(plain), plain)
+    fitted = [f"MODEL.RESNETS.NUM_GROUPS={groups}", f"MODEL.RESNETS.WIDTH_PER_GROUP={width}"]
+    d2 = build_resnet_backbone(load_config("faster_rcnn_R_50_FPN_3x.yaml", ["MODEL.DEVICE=cpu", *fitted]),
+                               ShapeSpec(channels=3))
+    holder = torch.nn.Module()
+    holder.backbone = d2
+    cfg = load_config("faster_rcnn_R_50_FPN_3x.yaml", ["MODEL.DEVICE=cpu", f"MODEL.WEIGHTS={tmp_path / 'x.pkl'}",
+                                                       *fitted])
+    assert load_weights(holder, cfg)["missing"] == []
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (d2.eval()(x)["res5"] - torchvision_stages(net, x)["res5"]).abs().max().item() < 1e-4
+
+
+def test_inputs_that_need_full_pickle_are_refused_unless_trusted(tmp_path):
+    import argparse
+
+    state = torchvision.models.resnet18().state_dict()
+    torch.save({"state_dict": state, "args": argparse.Namespace(lr=0.1)}, tmp_path / "timm_train.pth.tar")
+    torch.save(torchvision.models.resnet18(), tmp_path / "module.pth")  # a whole pickled nn.Module
+    for name in ("timm_train.pth.tar", "module.pth"):
+        with pytest.raises(ConversionError, match="beyond tensors .* pass --trust-pickle"):
+            convert(str(tmp_path / name), tmp_path / "r.pkl")
+        assert not (tmp_path / "r.pkl").exists()
+        assert convert(str(tmp_path / name), tmp_path / "r.pkl", trust_pickle=True)["depth"] == 18
+        (tmp_path / "r.pkl").unlink()
+    import subprocess
+    import sys
+
+    tool = [sys.executable, str(ROOT / "tools" / "convert_det.py"), str(tmp_path / "module.pth"),
+            str(tmp_path / "r.pkl")]
+    refused = subprocess.run(tool, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr
+    trusted = subprocess.run([*tool, "--trust-pickle"], capture_output=True, text=True)
+    assert trusted.returncode == 0 and '"depth": 18' in trusted.stdout

@@ -1,6 +1,7 @@
 """The Detectron2 install step and the compatibility shim (detection/compat.py)."""
 
 import importlib
+import importlib.util
 import io
 import subprocess
 import sys
@@ -43,6 +44,43 @@ def test_compiled_ops_are_either_real_or_a_clear_error():
     from detectron2.utils.collect_env import collect_env_info
 
     assert compat.STANDIN_VERSION in collect_env_info()  # default_setup logs this: it must not raise
+
+
+def compiled_op_names() -> set[str]:
+    """Every name detectron2's installed sources reach through ``torch.ops.detectron2`` or ``_C``."""
+    import re
+    from pathlib import Path
+
+    root = Path(importlib.util.find_spec("detectron2").origin).parent
+    names = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        names |= {f"torch.ops.detectron2.{n}" for n in re.findall(r"torch\.ops\.detectron2\.(\w+)", text)}
+        if re.search(r"from detectron2 import _C\b|import detectron2\._C as _C\b", text):
+            names |= {f"_C.{n}" for n in re.findall(r"\b_C\.(?!__)(\w+)", text)}  # not module metadata
+    return names
+
+
+def test_every_compiled_op_the_sources_call_is_real_or_a_clear_error():
+    names = compiled_op_names()
+    # the enumeration finds what v0.6 is known to call (rotated NMS through the dispatcher, the rest via _C)
+    assert {"torch.ops.detectron2.nms_rotated", "_C.box_iou_rotated", "_C.deform_conv_forward",
+            "_C.roi_align_rotated_forward", "_C.COCOevalAccumulate"} <= names
+    if compat.has_compiled_ops():
+        return
+    from detectron2 import _C
+
+    answered = {"_C.get_compiler_version", "_C.get_cuda_version", "_C.has_cuda"}  # the stand-in's collect_env answers
+    for name in sorted(names - answered):
+        owner = torch.ops.detectron2 if name.startswith("torch.ops.") else _C
+        with pytest.raises(compat.MissingCompiledOp, match=name.split(".")[-1] + " is a compiled op"):
+            getattr(owner, name.split(".")[-1])
+    from detectron2.layers import nms_rotated
+
+    boxes = torch.tensor([[5.0, 5.0, 2.0, 2.0, 0.0], [5.0, 5.0, 2.0, 2.0, 10.0]])
+    with pytest.raises(compat.MissingCompiledOp, match="torch.ops.detectron2.nms_rotated .* --mode source"):
+        nms_rotated(boxes, torch.tensor([0.9, 0.8]), 0.5)
+    assert not hasattr(torch.ops.detectron2, "__origin__")  # TorchScript's probe still gets an AttributeError
 
 
 def test_detectron2_without_detection_shows_what_the_shim_fixes():
@@ -110,23 +148,26 @@ def test_installed_detectron2_carries_the_model_zoo_configs():
     assert (model_zoo_config_dir() / "common" / "coco_schedule.py").is_file()  # LazyConfig files too
 
 
-def test_fallback_fetches_from_the_index_and_checks_the_hash(tmp_path, monkeypatch):
-    """fetch_sdist against a PEP 691 index served on the loopback (relative file URL, as indexes give)."""
-    import hashlib
+@pytest.fixture
+def loopback_index(tmp_path, monkeypatch):
+    """A PEP 691 index on the loopback serving one file for the sdist's name (relative URL, as indexes
+    give); ``serve(data, listed_sha256)`` sets what it serves."""
     import http.server
     import json
     import threading
 
-    sdist = fake_sdist(tmp_path)
-    digest = {"value": hashlib.sha256(sdist.read_bytes()).hexdigest()}
+    served = {}
+    name = f"{install.SDIST_NAME}-{install.SDIST_VERSION}.tar.gz"
 
     class Index(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             if self.path == f"/simple/{install.SDIST_NAME}/":
-                body = json.dumps({"files": [{"filename": sdist.name, "url": f"../../files/{sdist.name}",
-                                              "hashes": {"sha256": digest["value"]}}]}).encode()
-            elif self.path == f"/files/{sdist.name}":
-                body = sdist.read_bytes()
+                entry = {"filename": name, "url": f"../../files/{name}", "hashes": {}}
+                if served["listed"] is not None:
+                    entry["hashes"]["sha256"] = served["listed"]
+                body = json.dumps({"files": [entry]}).encode()
+            elif self.path == f"/files/{name}":
+                body = served["data"]
             else:
                 self.send_error(404)
                 return
@@ -140,18 +181,47 @@ def test_fallback_fetches_from_the_index_and_checks_the_hash(tmp_path, monkeypat
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple/")
-        (tmp_path / "a").mkdir()
-        got = install.fetch_sdist(tmp_path / "a")
-        assert got.read_bytes() == sdist.read_bytes()
-        digest["value"] = "0" * 64
-        (tmp_path / "b").mkdir()
-        with pytest.raises(RuntimeError, match="does not match the index"):
-            install.fetch_sdist(tmp_path / "b")
-    finally:
-        server.shutdown()
-        server.server_close()
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple/")
+
+    def serve(data: bytes, listed: str | None):
+        served.update(data=data, listed=listed)
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+
+
+def test_fallback_fetch_refuses_anything_but_the_pinned_sdist(tmp_path, loopback_index):
+    import hashlib
+
+    fake = b"twenty bytes of fake"
+    fake_digest = hashlib.sha256(fake).hexdigest()
+    for n, listed in enumerate((None, fake_digest)):  # no listed hash, or the index vouching for the fake
+        loopback_index(fake, listed)
+        (tmp_path / str(n)).mkdir()
+        with pytest.raises(RuntimeError, match=f"sha256 {fake_digest} is not the pinned {install.SDIST_SHA256}"):
+            install.fetch_sdist(tmp_path / str(n))
+        assert list((tmp_path / str(n)).iterdir()) == []  # the refused file is not left behind
+
+
+def test_fallback_fetch_accepts_the_pinned_file_and_checks_the_listing_too(tmp_path, loopback_index):
+    import hashlib
+
+    sdist = fake_sdist(tmp_path).read_bytes()
+    digest = hashlib.sha256(sdist).hexdigest()
+    for n, listed in enumerate((digest, None)):
+        loopback_index(sdist, listed)
+        (tmp_path / f"ok{n}").mkdir()
+        assert install.fetch_sdist(tmp_path / f"ok{n}", expected_sha256=digest).read_bytes() == sdist
+    loopback_index(sdist, "0" * 64)
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(RuntimeError, match="does not match the index"):
+        install.fetch_sdist(tmp_path / "bad", expected_sha256=digest)
+
+
+def test_pins_are_a_full_sha256_and_a_commit():
+    assert len(install.SDIST_SHA256) == 64 and int(install.SDIST_SHA256, 16) >= 0
+    assert len(install.OFFICIAL_COMMIT) == 40 and install.OFFICIAL_SOURCE.endswith("@" + install.OFFICIAL_COMMIT)
 
 
 def test_index_url_follows_pip(monkeypatch):

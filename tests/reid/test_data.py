@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from reid.datasets import DATASETS, build_dataset
 from reid.datasets.market1501 import parse_name
@@ -79,12 +78,17 @@ def test_identity_sampler_structure_and_sharding():
     s.set_epoch(0)
     s.set_epoch(1)
     assert s.batches() != batches
+    full = list(IdentitySampler(pids, 4, 4, 0))
     r0 = list(IdentitySampler(pids, 4, 4, 0, rank=0, world=2))
     r1 = list(IdentitySampler(pids, 4, 4, 0, rank=1, world=2))
-    assert len(r0) == len(r1) > 0
-    groups0 = {tuple(r0[i:i + 16]) for i in range(0, len(r0), 16)}
-    groups1 = {tuple(r1[i:i + 16]) for i in range(0, len(r1), 16)}
-    assert not groups0 & groups1
+    assert len(r0) == len(r1) == len(full) // 2 > 0  # as many steps per epoch as one process
+    for step in range(len(full) // 16):  # the two ranks' batches make up the one-process batch
+        a, b = r0[8 * step:8 * step + 8], r1[8 * step:8 * step + 8]
+        assert a + b == full[16 * step:16 * step + 16]
+        ids_a, ids_b = {pids[i] for i in a}, {pids[i] for i in b}
+        assert len(ids_a) == len(ids_b) == 2 and not ids_a & ids_b  # P / W whole identities each
+    assert IdentitySampler(pids, 4, 4, 0, rank=1, world=2).batch_size == 8
     with pytest.raises(ValueError, match="identities"):
         IdentitySampler([0, 1], p=4, k=2)
-    assert len(torch.tensor(r0)) == len(IdentitySampler(pids, 4, 4, 0, rank=0, world=2))
+    with pytest.raises(ValueError, match="data.p = 4 .* over 3 processes"):
+        IdentitySampler(pids, 4, 4, 0, rank=0, world=3)

@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from classification.checkpoint import load_checkpoint
-from classification.config import load_config
+from classification.config import ConfigError, load_config
 from reid.engine import ReidTrainer, warmup_multistep
 from reid.model import BoTNet
 from reid.schema import ReidConfig
@@ -53,6 +53,24 @@ def test_bot_head_structure():
     b = net.base
     x = b.layer3(b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(torch.randn(1, 3, 64, 32))))))))
     assert b.layer4(x).shape[-2:] == x.shape[-2:]
+
+
+def test_neck_feat_picks_the_test_feature():
+    torch.manual_seed(0)
+    after = BoTNet(10, depth=18).eval()
+    before = BoTNet(10, depth=18, neck_feat="before").eval()
+    before.load_state_dict(after.state_dict())
+    after.bottleneck.running_mean.uniform_(-1, 1)  # a BNNeck that is not the identity
+    before.bottleneck.load_state_dict(after.bottleneck.state_dict())
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        f_t = after.features(x)
+        assert torch.equal(before(x), f_t)
+        assert torch.allclose(after(x), after.bottleneck(f_t)) and not torch.allclose(after(x), f_t)
+    with pytest.raises(ValueError, match="model.neck_feat"):
+        BoTNet(10, depth=18, neck_feat="middle")
+    with pytest.raises(ConfigError, match="model.neck_feat must be after or before"):
+        load_config(ReidConfig, BASE, ["model.neck_feat=middle"])
 
 
 def test_loads_torchvision_and_exported_backbones(tmp_path):
