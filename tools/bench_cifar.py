@@ -20,6 +20,7 @@ import json
 import platform
 import statistics
 import tarfile
+import time
 from pathlib import Path
 
 import torch
@@ -81,9 +82,25 @@ def cifar_root(data: str, cache: str) -> Path:
 
 
 def run_arm(name: str, seed: int, root: Path, overrides: list[str], out_dir: Path) -> dict:
-    cfg = load_config(ClsConfig, BASE, [f"data.root={root}", "data.dataset=cifar10", *overrides, *ARMS[name],
-                                        f"train.seed={seed}", f"train.output_dir={out_dir / f'{name}_s{seed}'}",
-                                        "train.tensorboard=false"])
+    """One (arm, seed) run; a run already finished in ``out_dir`` with the same settings is reused, so an
+    interrupted benchmark continues where it stopped."""
+    run_dir = out_dir / f"{name}_s{seed}"
+    settings = [f"data.root={root}", "data.dataset=cifar10", *overrides, *ARMS[name], f"train.seed={seed}",
+                f"train.output_dir={run_dir}", "train.tensorboard=false"]
+    done = run_dir / "bench_result.json"
+    if done.is_file():
+        stored = json.loads(done.read_text())
+        if stored.get("settings") == settings:
+            print(f"   reusing the finished run in {run_dir}", flush=True)
+            return stored["result"]
+    result = train_arm(name, seed, settings)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"settings": settings, "result": result}, indent=2))
+    return result
+
+
+def train_arm(name: str, seed: int, settings: list[str]) -> dict:
+    cfg = load_config(ClsConfig, BASE, settings)
     trainer = Trainer(cfg)
     meter = None
     if plan(cfg.aug).region_op is not None:
@@ -162,12 +179,17 @@ def main() -> None:
     root = cifar_root(args.data, args.cache)
     out = Path(args.out)
     results: dict[str, list[dict]] = {}
-    for seed in range(args.seeds or preset["seeds"]):
+    cpu = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name() if args.preset == "gpu" else cpu
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seeds or preset["seeds"]):  # seed-major: a cut-short run has whole seeds
         for arm in args.arms:
             print(f"== {arm}, seed {seed}", flush=True)
             results.setdefault(arm, []).append(run_arm(arm, seed, root, [*preset["overrides"], *args.overrides], out))
-    cpu = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    device = torch.cuda.get_device_name() if args.preset == "gpu" else cpu
+            # written after every run: an interrupted benchmark keeps what it measured
+            (out / "bench_cifar.json").write_text(json.dumps({
+                "preset": args.preset, "device": device, "overrides": preset["overrides"] + args.overrides,
+                "date": time.strftime("%Y-%m-%d"), "results": summarise(results)}, indent=2))
     rows = summarise(results)
     print(f"\n# bench_cifar, preset {args.preset}, {device}\n")
     print("| arm | test top-1 (%) | paired diff vs baseline (pp) | mean cut area (px) | train img/s | keep overhead |")
@@ -177,10 +199,6 @@ def main() -> None:
               f"{r['keep_overhead']} |")
     print("\nper seed (top-1): " + "; ".join(f"{r['arm']} " + ", ".join(f"{x['top1']:.2f}" for x in r["runs"])
                                           for r in rows))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_cifar.json").write_text(json.dumps({"preset": args.preset, "device": device,
-                                                      "overrides": preset["overrides"] + args.overrides,
-                                                      "results": rows}, indent=2))
     print(f"\nwrote {out / 'bench_cifar.json'}")
 
 
