@@ -10,6 +10,7 @@ import torchvision
 
 from classification.augment import METHODS
 from classification.checkpoint import atomic_save, load_checkpoint
+from classification.config import ConfigError
 from classification.engine import Trainer
 from classification.export import export_backbone
 
@@ -151,3 +152,18 @@ def test_bf16_on_a_cpu_without_bf16_units_is_named(tiny_cfg, monkeypatch):
     assert slow_bf16_settings(tiny_cfg(), torch.device("cpu")) == []
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert slow_bf16_settings(cfg, torch.device("cpu")) == []
+
+
+def test_clip_grad_norm_bounds_the_global_gradient_norm(tiny_cfg):
+    def grad_norm(trainer):
+        trainer.loader.set_epoch(0)
+        batch, _ = next(iter(trainer.loader))
+        trainer.train_step(batch)
+        grads = [p.grad for p in trainer.net.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+
+    free = grad_norm(Trainer(tiny_cfg("aug.method=cutout")))
+    clipped = grad_norm(Trainer(tiny_cfg("aug.method=cutout", f"optim.clip_grad_norm={free / 10}")))
+    assert clipped <= free / 10 * (1 + 1e-4) and clipped >= free / 10 * 0.99  # clipped to the bound
+    with pytest.raises(ConfigError, match="optim.clip_grad_norm must be >= 0"):
+        tiny_cfg("optim.clip_grad_norm=-1")
