@@ -125,10 +125,15 @@ def resnet_layout(state: dict) -> dict:
     depth = (BOTTLENECK_DEPTHS if bottleneck else BASIC_DEPTHS).get(blocks)
     if depth is None:
         raise ConversionError(f"blocks per stage {blocks} match no ResNet depth Detectron2 builds (18/34/50/101/152)")
-    conv2 = state["layer1.0.conv2.weight"]
-    groups = conv2.shape[0] // conv2.shape[1]
+    groups, width = groups_and_width(state["layer1.0.conv2.weight"].shape)
     return {"depth": depth, "block": "bottleneck" if bottleneck else "basic", "num_groups": groups,
-            "width_per_group": conv2.shape[0] // groups, "stem_out_channels": stem[0]}
+            "width_per_group": width, "stem_out_channels": stem[0]}
+
+
+def groups_and_width(conv2_shape) -> tuple[int, int]:
+    """Groups and width per group of a first-stage 3x3 conv of shape ``(out, in / groups, 3, 3)``."""
+    groups = conv2_shape[0] // conv2_shape[1]
+    return groups, conv2_shape[0] // groups
 
 
 def rename(key: str) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .convert import groups_and_width
+
 logger = logging.getLogger(__name__)
 BACKBONE_KEY = re.compile(r"(^|\.)(stem|res[2-5])\.")
 # What Detectron2's own tools/convert-torchvision-to-d2.py keeps and no Detectron2 ResNet has: the
@@ -44,8 +46,7 @@ def check_groups_and_width(ckpt: dict, cfg, path: str) -> None:
     conv2 = ckpt["model"].get("res2.0.conv2.weight")
     if conv2 is None or len(conv2.shape) != 4 or "res2.0.conv3.weight" not in ckpt["model"]:
         return  # not a bottleneck backbone file (a basic-block ResNet has 1 group of 64 by construction)
-    groups = conv2.shape[0] // conv2.shape[1]
-    width = conv2.shape[0] // groups
+    groups, width = groups_and_width(conv2.shape)
     want = cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP
     if (groups, width) != want:
         kind = f"ResNeXt ({groups}x{width}d)" if groups > 1 else f"ResNet of width {width}"
