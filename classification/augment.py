@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torchvision import transforms as T
 
 from core import EarlyHead, KeepAugment, KeepPipeline
+from core.engine.sections import keep_from_config
 
 # uda_randaugment: google-research/uda's RandAugment + Cutout 16 (classification.uda_randaugment), not torchvision's
 IMAGE_OPS = ("none", "autoaugment", "randaugment", "uda_randaugment")
@@ -89,7 +89,7 @@ def plan(aug_cfg) -> AugPlan:
 
 def image_transform(aug_cfg):
     """The PIL-level AutoAugment / RandAugment / UDA RandAugment of ``aug.image`` (None without one)."""
-    op = plan(aug_cfg).image_op
+    op = aug_cfg.plan.image_op
     if op == "uda_randaugment":
         from .uda_randaugment import UDARandAugment
 
@@ -107,25 +107,21 @@ def image_transform(aug_cfg):
 def batch_augment(aug_cfg, num_classes: int, early_head: EarlyHead | None) -> KeepAugment | KeepPipeline | None:
     """The device-side steps: a :class:`KeepAugment` for one step, a :class:`KeepPipeline` for paste +
     region op, None for none."""
-    p = plan(aug_cfg)
-    dtype = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[aug_cfg.saliency_dtype]
-    saliency = dict(tau=aug_cfg.tau, target=aug_cfg.saliency_target, low_res=aug_cfg.low_res,
-                    low_res_factor=aug_cfg.low_res_factor, saliency_dtype=dtype, region_score=aug_cfg.region_score)
+    p = aug_cfg.plan
 
-    def common(selective: bool) -> dict:
-        return dict(selective=selective, early_head=early_head if selective else None, **saliency)
+    def op(name: str, selective: bool, **options) -> KeepAugment:
+        return keep_from_config(name, aug_cfg, selective=selective, early_head=early_head, **options)
 
-    paste = KeepAugment("paste", aug_cfg.length, fill=0.0, **common(True)) if p.keep_paste else None
+    paste = op("paste", True, size=aug_cfg.length, fill=0.0) if p.keep_paste else None
     region = None
     if p.region_op == "cutout":
-        region = KeepAugment("cutout", aug_cfg.length, fill=0.0, **common(p.keep_cut))
+        region = op("cutout", p.keep_cut, size=aug_cfg.length, fill=0.0)
     elif p.region_op == "erasing":
-        region = KeepAugment("erasing", p=aug_cfg.erasing_prob, fill="random",
-                             erasing_area=tuple(aug_cfg.erasing_area), erasing_ratio=tuple(aug_cfg.erasing_ratio),
-                             **common(p.keep_cut))
+        region = op("erasing", p.keep_cut, p=aug_cfg.erasing_prob, fill="random",
+                    erasing_area=tuple(aug_cfg.erasing_area), erasing_ratio=tuple(aug_cfg.erasing_ratio))
     elif p.region_op == "cutmix":
-        region = KeepAugment("cutmix", p=aug_cfg.cutmix_prob, cutmix_beta=aug_cfg.cutmix_beta,
-                             num_classes=num_classes, **common(p.keep_cut))
+        region = op("cutmix", p.keep_cut, p=aug_cfg.cutmix_prob, cutmix_beta=aug_cfg.cutmix_beta,
+                    num_classes=num_classes)
     if paste is not None and region is not None:
         return KeepPipeline(paste, region)
     return paste or region

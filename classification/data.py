@@ -2,8 +2,9 @@
 and the embedded sample. Items are uint8 tensors; normalisation happens on the device.
 
 A train item is ``(image, label, index)`` or, for paste methods, ``(clean, augmented, label, index)``
-where both views share the random crop and flip. An unreadable image raises an error naming the file,
-or, with ``data.skip_corrupt``, is dropped from its batch and counted.
+where both views share the random crop and flip; every loader yields :class:`core.engine.batch.Batch`.
+An unreadable image raises an error naming the file, or, with ``data.skip_corrupt``, is dropped from its
+batch and counted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import datasets
 from torchvision import transforms as T
 
-from .augment import image_transform, plan
+from core.engine.batch import Batch, Collate, Corrupt
+from core.engine.seeding import EpochSeeded, WithEpoch
+
+from .augment import image_transform
 from .device_data import DeviceLoader, decode_all
 from .sample import SAMPLE, load_image_archive
 from .schema import device_loader_blocker
@@ -30,14 +34,6 @@ class UnreadableImage(OSError):
     def __init__(self, path: str, err: Exception) -> None:
         super().__init__(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)")
         self.path = path
-
-
-class Corrupt:
-    """Returned in place of an unreadable item when ``data.skip_corrupt`` is on; ``collate`` drops it and
-    reports its file."""
-
-    def __init__(self, err: OSError) -> None:
-        self.path = getattr(err, "path", str(err))
 
 
 class ArrayImages(Dataset):
@@ -171,7 +167,7 @@ class TrainView(_View):
             self.geometric = T.Compose([T.RandomCrop(size, padding=data_cfg.pad), T.RandomHorizontalFlip()])
         self.lighting = Lighting(0.1) if data_cfg.imagenet_style else None
         self.image_op = image_transform(aug_cfg)
-        self.pair = plan(aug_cfg).pair
+        self.pair = aug_cfg.plan.pair
         self.to_tensor = T.PILToTensor()
 
     def __getitem__(self, i: int):
@@ -208,15 +204,8 @@ class EvalView(_View):
         return self.transform(img), label, i
 
 
-def collate(items: list):
-    """Stack a batch, dropping skipped (corrupt) items; returns ``(tensors or None, skipped file names)``."""
-    good = [it for it in items if not isinstance(it, Corrupt)]
-    skipped = [it.path for it in items if isinstance(it, Corrupt)]
-    if not good:
-        return None, skipped
-    cols = list(zip(*good))
-    out = [torch.stack(c) if isinstance(c[0], torch.Tensor) else torch.tensor(c) for c in cols]
-    return out, skipped
+EVAL_COLLATE = Collate(("images", "labels", "indices"))
+TRAIN_COLLATE = {False: EVAL_COLLATE, True: Collate(("clean", "images", "labels", "indices"))}  # by the pair
 
 
 def limit(ds: Dataset, n: int) -> Dataset:
@@ -238,49 +227,8 @@ def build_datasets(cfg):
     return train, val, train_base.classes
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one item's random draws: a function of (seed, epoch - or any draw counter -, index) only."""
-    return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1)
-
-
-class EpochSeeded(Dataset):
-    """Items fetched as ``(index, epoch)``: each item's random crop / flip / AutoAugment draws come from the
-    global torch RNG seeded by :func:`item_seed` (and restored afterwards), so an epoch's augmentation does
-    not depend on which worker loads an item or on how long the workers have lived (``persistent_workers``):
-    a resumed run sees exactly the images of an uninterrupted one."""
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, epoch = key
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))
-            return self.dataset[index]
-
-
-class WithEpoch(torch.utils.data.Sampler):
-    """Any sampler with ``set_epoch`` / ``epoch`` (DistributedSampler, re-ID's P x K sampler) yielding
-    ``(index, epoch)`` for :class:`EpochSeeded`."""
-
-    def __init__(self, sampler) -> None:
-        self.sampler = sampler
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        return ((i, self.sampler.epoch) for i in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
 class WorkerLoader:
-    """The DataLoader-worker path: PIL transforms per item, batches ``(tensors, skipped file names)``."""
+    """The DataLoader-worker path: PIL transforms per item, :class:`~core.engine.batch.Batch` batches."""
 
     def __init__(self, dataset: Dataset, cfg, device: torch.device, info) -> None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -291,7 +239,7 @@ class WorkerLoader:
         self.sampler = WithEpoch(DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
                                                     seed=cfg.train.seed, drop_last=info.distributed))
         self.loader = DataLoader(EpochSeeded(dataset, cfg.train.seed), cfg.data.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.workers, collate_fn=collate,
+                                 num_workers=cfg.data.workers, collate_fn=TRAIN_COLLATE[cfg.aug.plan.pair],
                                  pin_memory=device.type == "cuda", persistent_workers=cfg.data.workers > 0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -313,11 +261,12 @@ def use_device_loader(cfg, device: torch.device) -> bool:
     return cfg.data.loader == "device"
 
 
-class _DeviceBatches:
-    """A :class:`~classification.device_data.DeviceLoader` yielding the worker path's ``(tensors, [])``."""
+class DeviceBatches:
+    """A :class:`~classification.device_data.DeviceLoader` yielding :class:`~core.engine.batch.Batch` as the
+    worker path does (unreadable images were dropped once, when the split was decoded)."""
 
-    def __init__(self, loader: DeviceLoader, skipped: list[str]) -> None:
-        self.loader, self.skipped = loader, skipped
+    def __init__(self, loader: DeviceLoader) -> None:
+        self.loader = loader
 
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
@@ -326,10 +275,10 @@ class _DeviceBatches:
         return len(self.loader)
 
     def __iter__(self):
-        return ((list(batch), []) for batch in self.loader)
+        return (Batch(images, labels, indices) for images, labels, indices in self.loader)
 
 
-def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool) -> _DeviceBatches:
+def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool) -> DeviceBatches:
     """The split of ``dataset`` (a train or eval view, possibly limited) decoded once and kept on ``device``."""
     indices = list(range(len(dataset)))
     if isinstance(dataset, Subset):
@@ -350,4 +299,4 @@ def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool
         shard = slice(info.rank, None, info.world_size)
         loader = DeviceLoader(images[shard].to(device), labels[shard].to(device), cfg.data.batch_size,
                               train=False, names=names[shard])
-    return _DeviceBatches(loader, bad)
+    return DeviceBatches(loader)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_save, load_checkpoint
+from core.engine.checkpoint import atomic_save, load_checkpoint
 
 
 def classifier_prefix(model_name: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .augment import plan
+from core.engine.sections import SaliencyConfig, TrainConfig
+
+from .augment import AugPlan, plan
 
 LOADERS = ("auto", "device", "workers")
 
@@ -50,7 +52,7 @@ class DataConfig:
 
 
 @dataclass
-class AugConfig:
+class AugConfig(SaliencyConfig):
     # a preset of image / region / keep_cut / keep_paste (classification.augment.PRESETS); a component
     # key set here overrides the preset's value for it ("" / null: the preset's)
     method: str = "cutout"
@@ -58,16 +60,10 @@ class AugConfig:
     region: str = ""  # none | cutout | erasing | cutmix: region op on the device, after the paste
     keep_cut: bool | None = None  # selective-cut: the region op never cuts above the tau-quantile
     keep_paste: bool | None = None  # selective-paste of the clean image's important region after the policy
-    region_score: str = "sum"  # sum (the paper's Eq. 1) | mean (area-normalised: border boxes not favoured)
     length: int = 16  # Cutout length = cut / paste region side
-    tau: float = 0.6
-    low_res: bool = False
-    low_res_factor: float = 0.5
     early_head: bool = False  # auxiliary head + loss; with a keep method, saliency from it
     early_head_at: str = ""  # hook point; "" = the model's first block
     early_head_weight: float = 0.3
-    saliency_target: str = "label"  # label | max_logit
-    saliency_dtype: str = ""  # "" | bfloat16 | float16: autocast dtype of the saliency pass
     autoaugment_policy: str = "cifar10"  # cifar10 | imagenet | svhn (torchvision policies)
     randaugment_ops: int = 2
     randaugment_magnitude: int = 9
@@ -79,11 +75,18 @@ class AugConfig:
     uda_cutout: int = 16  # aug.image=uda_randaugment: side of its final Cutout (UDA cutout_numpy size=16; 0 = off)
 
     def validate(self) -> None:
-        plan(self)  # the preset and the components: names and combinations
-        if self.region_score not in ("sum", "mean"):
-            raise ValueError(f"aug.region_score must be sum or mean, got {self.region_score!r}")
-        if self.saliency_dtype not in ("", "bfloat16", "float16"):
-            raise ValueError(f"aug.saliency_dtype must be '', 'bfloat16' or 'float16', got {self.saliency_dtype!r}")
+        super().validate()
+        _ = self.plan  # the preset and the components: names and combinations
+
+    @property
+    def plan(self) -> AugPlan:
+        """The resolved pipeline (:func:`classification.augment.plan`), computed once per combination of
+        ``method`` / ``image`` / ``region`` / ``keep_cut`` / ``keep_paste``."""
+        key = (self.method, self.image, self.region, self.keep_cut, self.keep_paste)
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != key:
+            self.__dict__["_plan"] = cached = (key, plan(self))
+        return cached[1]
 
 
 @dataclass
@@ -108,26 +111,13 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 300
-    seed: int = 0
-    device: str = ""  # "" = cuda if available, else cpu
-    amp: str = ""  # "" | bf16 | fp16
-    deterministic: bool = False
-    output_dir: str = "runs/cls"
-    eval_every: int = 1
-    max_steps_per_epoch: int = 0  # 0 = the whole epoch
-    stop_after_epoch: int = 0  # end this process after that epoch (time-limited jobs; resume later)
-    tensorboard: bool = True
-    progress: bool = True
-    check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
-    keep_every: int = 0  # also keep a copy epoch_NNNN.pt every N epochs (0 = only last.pt / best.pt)
+class ClsTrainConfig(TrainConfig):
+    eval_every: int = 1  # epochs between evaluations (and best.pt)
 
     def validate(self) -> None:
-        if self.amp not in ("", "bf16", "fp16"):
-            raise ValueError(f"train.amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.check_every < 1:
-            raise ValueError(f"train.check_every must be >= 1, got {self.check_every}")
+        super().validate()
+        if self.eval_every < 1:
+            raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
 
 
 @dataclass
@@ -137,7 +127,10 @@ class ClsConfig:
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: ClsTrainConfig = field(default_factory=ClsTrainConfig)
+
+    # keys that may differ between a run and its resumption (besides the shared ones of core.engine.run_dir)
+    RESUME_MAY_CHANGE = ("train.eval_every",)
 
     def validate(self) -> None:
         blocker = device_loader_blocker(self)
@@ -150,7 +143,7 @@ def device_loader_blocker(cfg) -> str:
     so per-image PIL augmentation (AutoAugment / RandAugment, the ImageNet pipeline) needs workers."""
     if cfg.data.imagenet_style:
         return "data.imagenet_style=true (RandomResizedCrop, ColorJitter and lighting run per image)"
-    image_op = plan(cfg.aug).image_op
+    image_op = cfg.aug.plan.image_op
     if image_op:
         return f"aug.image={image_op} ({image_op} runs per image on PIL in the workers)"
     return ""

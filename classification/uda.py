@@ -25,16 +25,17 @@ is still the independent clean view.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import transforms as T
 
-from .augment import plan
-from .data import Corrupt, EpochSeeded, EvalView, TrainView, base_dataset, collate, limit
-from .distributed import all_reduce_sum
+from core.engine.batch import Batch, Collate, Corrupt
+from core.engine.seeding import EpochSeeded
+from core.engine.trainer import StepStats
+
+from .data import EVAL_COLLATE, EvalView, TrainView, base_dataset, limit
 from .engine import Trainer
 from .schema import ClsConfig
 from .semi import labelled_split, load_split, save_split, supervised_loss, tsa_threshold, uda_consistency
@@ -61,7 +62,7 @@ class SemiConfig(ClsConfig):
 
     def validate(self) -> None:
         super().validate()
-        p = plan(self.aug)
+        p = self.aug.plan
         if p.image_op not in STRONG_OPS or p.region_op is not None:
             raise ValueError(f"UDA needs aug.image=uda_randaugment (UDA's) or randaugment (torchvision's) and no "
                              f"region op (aug.method randaugment or keep_randaugment), got aug.method="
@@ -116,7 +117,7 @@ class StepSampler(Sampler[int]):
     """Infinite index stream from ``start_step`` on: pass k is a seeded permutation of the dataset, each
     rank takes every world-th index of it, batches are consecutive. Restart-exact: the stream for a step
     depends only on (seed, step). Yields ``(index, stream position)`` for
-    :class:`~classification.data.EpochSeeded`, so each image's augmentation is seeded by its position."""
+    :class:`~core.engine.seeding.EpochSeeded`, so each image's augmentation is seeded by its position."""
 
     def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start_step: int) -> None:
         self.n, self.batch, self.rank, self.world, self.seed, self.start = n, batch, rank, world, seed, start_step
@@ -135,7 +136,14 @@ class StepSampler(Sampler[int]):
             pos = (k + 1) * self.per_rank
 
 
+UNLABELLED_COLLATE = {False: Collate(("weak", "images", "indices")),  # by the pair (keep paste)
+                      True: Collate(("weak", "images", "clean", "indices"))}
+
+
 class UDATrainer(Trainer):
+    unit_name = "round"
+    stat_names = ("loss", "sup_loss", "unsup_loss", "mask_rate", "hits", "labelled")
+
     def build_data(self) -> int:
         cfg = self.cfg
         base = base_dataset(cfg.data, cfg.data.train_split)
@@ -150,8 +158,7 @@ class UDATrainer(Trainer):
         if self.info.is_main and not split_file.is_file():
             self.out.mkdir(parents=True, exist_ok=True)
             save_split(split_file, labelled, unlabelled, cfg.uda.split_seed)
-        sup_aug = type(cfg.aug)(**{**cfg.aug.__dict__, "method": "none", "image": "", "region": "", "keep_cut": None,
-                                   "keep_paste": None})
+        sup_aug = replace(cfg.aug, method="none", image="", region="", keep_cut=None, keep_paste=None)
         self.labelled_set = Subset(uda_geometric(TrainView(base, cfg.data, sup_aug), cfg.data), labelled)
         self.unlabelled_set = UnlabelledView(uda_geometric(TrainView(base, cfg.data, cfg.aug), cfg.data), unlabelled)
         self.train_set = self.labelled_set
@@ -162,24 +169,32 @@ class UDATrainer(Trainer):
             raise ValueError("train.max_steps_per_epoch sets the UDA round length (steps between evaluations)")
         return cfg.train.max_steps_per_epoch
 
-    def loaders(self):
+    def train_batches(self):
+        """The round's steps from the two infinite streams (restart-exact from ``self.step``): a labelled
+        :class:`Batch` whose ``unlabelled`` is the step's unlabelled one."""
         cfg, b = self.cfg, self.cfg.data.batch_size
         w, r, seed = self.info.world_size, self.info.rank, cfg.train.seed
         pin = self.device.type == "cuda"
-        sup = DataLoader(EpochSeeded(self.labelled_set, seed), b, num_workers=cfg.data.workers, collate_fn=collate,
-                         pin_memory=pin, sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
+        sup = DataLoader(EpochSeeded(self.labelled_set, seed), b, num_workers=cfg.data.workers,
+                         collate_fn=EVAL_COLLATE, pin_memory=pin,
+                         sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
         ub = b * cfg.uda.unsup_ratio
         unsup = DataLoader(EpochSeeded(self.unlabelled_set, seed + 1), ub, num_workers=cfg.data.workers,
-                           collate_fn=collate, pin_memory=pin,
+                           collate_fn=UNLABELLED_COLLATE[self.unlabelled_set.view.pair], pin_memory=pin,
                            sampler=StepSampler(len(self.unlabelled_set), ub, r, w, seed + 1, self.step))
-        return zip(sup, unsup)
+        for labelled, unlabelled in zip(sup, unsup):
+            skipped = labelled.skipped + unlabelled.skipped
+            if labelled.empty or unlabelled.empty:
+                yield Batch(None, skipped=skipped)
+            else:
+                yield replace(labelled, skipped=skipped, unlabelled=unlabelled)
 
-    def uda_step(self, labelled: list[torch.Tensor], unlabelled: list[torch.Tensor]) -> torch.Tensor:
-        cfg = self.cfg
-        x_l, y = self.normalize(labelled[0]), labelled[1].to(self.device, non_blocking=True)
-        clean, strong = self.normalize(unlabelled[0]), self.normalize(unlabelled[1])
+    def run_step(self, batch: Batch) -> StepStats:
+        cfg, unl = self.cfg, batch.unlabelled
+        x_l, y = self.normalize(batch.images), self.to_device(batch.labels)
+        clean, strong = self.normalize(unl.weak), self.normalize(unl.images)
         if self.keep is not None:  # saliency (max logit) and paste from the clean image under the strong crop/flip
-            source = self.normalize(unlabelled[2])
+            source = self.normalize(unl.clean)
             with self.autocast():
                 strong = self.keep(self.backbone, source, None, x_aug=strong, generator=self.generator).x
         total = cfg.train.epochs * self.steps_per_epoch
@@ -190,39 +205,20 @@ class UDATrainer(Trainer):
             cons, mask_rate = uda_consistency(logits[n_l:n_l + n_u], logits[n_l + n_u:], cfg.uda.temperature,
                                               cfg.uda.threshold)
             loss = sup + cfg.uda.coeff * cons
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.clip_gradients()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        self.optimizer_step(loss, self.module.parameters())
         hits = (logits[:n_l].argmax(1) == y).sum().float()
-        return torch.stack([loss.detach(), sup.detach(), cons.detach(), mask_rate, hits, torch.full_like(hits, n_l)])
+        loss = loss.detach()
+        return StepStats(loss, torch.stack([loss, sup.detach(), cons.detach(), mask_rate, hits,
+                                            torch.full_like(hits, n_l)]))
 
-    def train_epoch(self) -> dict:
-        self.totals, self.done = torch.zeros(6, device=self.device), 0  # this rank's sums over the round
-        self.epoch_start = time.perf_counter()
-        self.bar = self.progress_bar("round")
-        for i, ((lab, _), (unl, _)) in enumerate(self.loaders()):
-            if i >= self.steps_per_epoch:
-                break
-            stats = self.uda_step(lab, unl)
-            self.totals += stats
-            self.done += 1
-            self.finish_step(stats[0], unl[-1])
-            self.bar.update()
-        self.check_point()
-        self.bar.close()
-        n = max(1, self.done)
-        loss, sup, cons, mask, hits, count = (all_reduce_sum(self.totals, self.info) / self.info.world_size).tolist()
-        seconds = time.perf_counter() - self.epoch_start
+    def epoch_metrics(self, sums: list[float], steps: int, seconds: float, skipped: int) -> dict:
+        w, n = self.info.world_size, max(1, steps)
+        loss, sup, cons, mask, hits, count = (v / w for v in sums)
         return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,
                 "train_top1": 100 * hits / max(count, 1), "lr": self.optimizer.param_groups[0]["lr"],
                 "img_s": n * self.cfg.data.batch_size * (1 + 2 * self.cfg.uda.unsup_ratio) / seconds,
                 "seconds": seconds}
 
-    def refresh_progress(self) -> None:
-        if self.bar is None or self.bar.disable or not self.done:
-            return
-        avg = (self.totals / self.done).tolist()
-        self.bar.set_postfix(loss=f"{avg[0]:.3f}", sup=f"{avg[1]:.3f}", unsup=f"{avg[2]:.3f}", mask=f"{avg[3]:.2f}")
+    def progress_postfix(self, sums: list[float], steps: int, seconds: float) -> dict:
+        avg = [v / max(steps, 1) for v in sums]
+        return {"loss": f"{avg[0]:.3f}", "sup": f"{avg[1]:.3f}", "unsup": f"{avg[2]:.3f}", "mask": f"{avg[3]:.2f}"}

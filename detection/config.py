@@ -14,7 +14,7 @@ from typing import Iterable
 
 from detectron2.config import CfgNode, get_cfg
 
-from classification.config import ConfigError, read_yaml_mapping
+from core.engine.config import ConfigError, read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_ZOO_PREFIX = "model_zoo:"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.engine.sections import SaliencyConfig, TrainConfig
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -38,16 +40,15 @@ class DataConfig:
 
 
 @dataclass
-class AugConfig:
+class AugConfig(SaliencyConfig):
+    """Random erasing in the training step; the saliency keys (tau, low_res, ...) of :class:`SaliencyConfig`."""
+
     erasing: bool = True  # random erasing in the training step
     keep: bool = False  # selective: erase only below-threshold regions (KeepAugment)
     erasing_prob: float = 0.5
     erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.33])
-    tau: float = 0.6
-    low_res: bool = True
-    low_res_factor: float = 0.5
-    saliency_dtype: str = ""  # "" | bfloat16 | float16
+    low_res: bool = True  # re-ID: 256 x 128 images, the paper's cheap variant by default
 
 
 @dataclass
@@ -74,21 +75,17 @@ class EvalConfig:
     lambda_value: float = 0.3
     every: int = 40  # epochs
 
+    def validate(self) -> None:
+        if self.metric not in ("cosine", "euclidean"):
+            raise ValueError(f"eval.metric must be cosine or euclidean, got {self.metric!r}")
+        if self.every < 1:
+            raise ValueError(f"eval.every must be >= 1, got {self.every}")
+
 
 @dataclass
-class TrainConfig:
+class ReidTrainConfig(TrainConfig):
     epochs: int = 120
-    seed: int = 0
-    device: str = ""
-    amp: str = ""  # "" | bf16 | fp16
-    deterministic: bool = False
     output_dir: str = "runs/reid"
-    max_steps_per_epoch: int = 0
-    stop_after_epoch: int = 0
-    tensorboard: bool = True
-    progress: bool = True
-    check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
-    keep_every: int = 0  # also keep a copy epoch_NNNN.pt every N epochs (0 = only last.pt / best.pt)
 
 
 @dataclass
@@ -99,4 +96,7 @@ class ReidConfig:
     aug: AugConfig = field(default_factory=AugConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
+
+    # keys that may differ between a run and its resumption (besides the shared ones of core.engine.run_dir)
+    RESUME_MAY_CHANGE = ("eval.",)

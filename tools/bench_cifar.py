@@ -16,6 +16,7 @@ extracted once into ``--cache``. Extra ``key=value`` arguments override every ar
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import statistics
@@ -25,10 +26,9 @@ from pathlib import Path
 
 import torch
 
-from classification.augment import plan
-from classification.config import load_config
 from classification.engine import Trainer
 from classification.schema import ClsConfig
+from core.engine.config import load_config
 
 BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "cifar10" / "base.yaml"
 ARMS = {
@@ -103,11 +103,11 @@ def train_arm(name: str, seed: int, settings: list[str]) -> dict:
     cfg = load_config(ClsConfig, BASE, settings)
     trainer = Trainer(cfg)
     meter = None
-    if plan(cfg.aug).region_op is not None:
+    if cfg.aug.plan.region_op is not None:
         trainer.keep = meter = CutAreaMeter(trainer.keep)
     metrics = trainer.fit(overwrite=True)
-    rows = (trainer.out / "metrics.csv").read_text().splitlines()[1:]
-    seconds = [float(r.split(",")[5]) for r in rows]
+    with open(trainer.out / "metrics.csv", newline="") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     return {"seed": seed, "top1": metrics["val_top1"], "img_s": metrics["img_s"],
             "sec_per_epoch": statistics.median(seconds), "cut_area": meter.mean() if meter else None}
 

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cifar import BASE, cifar_root  # noqa: E402
 
-from classification.config import load_config  # noqa: E402
 from classification.engine import Trainer  # noqa: E402
 from classification.schema import ClsConfig  # noqa: E402
+from core.engine.config import load_config  # noqa: E402
 
 
 def loader_only(trainer, epochs: int = 1) -> float:
@@ -30,8 +30,8 @@ def loader_only(trainer, epochs: int = 1) -> float:
     n, t0 = 0, time.perf_counter()
     for epoch in range(epochs):
         trainer.loader.set_epoch(epoch)
-        for tensors, _ in trainer.loader:
-            x = tensors[0].to(trainer.device, non_blocking=True)
+        for batch in trainer.loader:
+            x = batch.images.to(trainer.device, non_blocking=True)
             n += len(x)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from bench_cifar import bench_parser, folder_or_extracted
 
-from classification.config import load_config
+from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from classification.config import ConfigError, load_config
+from core.engine.config import ConfigError, load_config
 
 DEBUG_ENV = "KEEPAUG_DEBUG"  # =1: full tracebacks instead of one-line errors
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import visualize
 
-from classification.config import load_config
 from classification.engine import Trainer
 from classification.sample import load_sample
 from classification.schema import ClsConfig
+from core.engine.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "demo.yaml"
 

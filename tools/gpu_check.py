@@ -30,9 +30,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import bench_core  # noqa: E402
 from bench_cifar import cifar_root  # noqa: E402
 
-from classification.config import load_config  # noqa: E402
 from classification.engine import Trainer  # noqa: E402
 from classification.schema import ClsConfig  # noqa: E402
+from core.engine.config import load_config  # noqa: E402
 
 CIFAR_BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
 ARMS = {"cutout": ["aug.method=cutout"],
@@ -205,11 +205,10 @@ def trainer_sync(dry_run: bool) -> dict:
                       "trainer keep_cutmix": ["aug.method=keep_cutmix"]}.items():
         trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm]))
         trainer.start_checks()
-        trainer.totals = torch.zeros(3, device=device)
-        trainer.loader.set_epoch(0)
-        batches = iter(trainer.loader)
-        trainer.step_batch(next(batches)[0])
-        results[name] = bench_core.sync_status(lambda: trainer.step_batch(next(batches)[0]), device)  # noqa: B023
+        trainer.begin_epoch()
+        batches = iter(trainer.train_batches())
+        trainer.step_batch(next(batches))
+        results[name] = bench_core.sync_status(lambda: trainer.step_batch(next(batches)), device)  # noqa: B023
     return results
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
-from classification.checkpoint import eval_config
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
+from core.engine.checkpoint import eval_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 # isort: on
-from classification.config import ConfigError
+from core.engine.config import ConfigError
 from detection.config import find_config, load_config
 from detection.data import DatasetError, check_datasets, register_coco_json
 from detection.engine import Trainer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
-from classification.checkpoint import eval_config
+from core.engine.checkpoint import eval_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg, args) -> int:
     trainer = ReidTrainer(cfg)
     if args.eval_only:
-        trainer.resume(args.checkpoint, weights_only=True)
+        trainer.load_weights(args.checkpoint)
         metrics = trainer.evaluate()
         if trainer.info.is_main:
             out = Path(args.out or trainer.out / "eval.json")

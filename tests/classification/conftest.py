@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from classification.config import load_config
 from classification.schema import ClsConfig
+from core.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"

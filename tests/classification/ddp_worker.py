@@ -6,20 +6,21 @@ import json
 import sys
 from pathlib import Path
 
-import classification.checkpoint as checkpoint
 import classification.engine as engine
-from classification.config import load_config
+import core.engine.checkpoint as checkpoint
 from classification.schema import ClsConfig
+from core.engine.config import load_config
+from core.engine.hooks import Hook
 
 
-class Record:
+class Record(Hook):
     def __init__(self):
         self.steps = []
 
-    def after_step(self, trainer, indices):
-        blob = b"".join(p.detach().cpu().numpy().tobytes() for p in trainer.net.parameters())
+    def after_step(self, trainer, batch):
+        blob = b"".join(p.detach().cpu().numpy().tobytes() for p in trainer.module.parameters())
         self.steps.append({"epoch": trainer.epoch, "step": trainer.step, "digest": hashlib.sha256(blob).hexdigest(),
-                           "indices": indices.tolist()})
+                           "indices": batch.indices.tolist()})
 
 
 def main():

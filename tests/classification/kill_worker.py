@@ -5,13 +5,14 @@ import os
 import signal
 import sys
 
-from classification.config import load_config
 from classification.engine import Trainer
 from classification.schema import ClsConfig
+from core.engine.config import load_config
+from core.engine.hooks import Hook
 
 
-class KillMidEpoch2:
-    def after_step(self, trainer, indices):
+class KillMidEpoch2(Hook):
+    def after_step(self, trainer, batch):
         if trainer.epoch == 1 and trainer.step == trainer.steps_per_epoch + 1:
             os.kill(os.getpid(), signal.SIGKILL)
 

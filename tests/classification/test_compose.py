@@ -4,10 +4,10 @@ every combination the issue names, and the saliency pass runs once per batch."""
 import pytest
 
 from classification.augment import IMAGE_OPS, PRESETS, REGION_OPS, batch_augment, plan
-from classification.config import ConfigError, load_config
 from classification.engine import Trainer
 from classification.schema import AugConfig, ClsConfig
 from core import KeepAugment, KeepPipeline
+from core.engine.config import ConfigError, load_config
 
 from .conftest import BASE
 
@@ -75,8 +75,8 @@ def test_trainer_runs_combinations_with_one_saliency_pass(extra, tiny_cfg):
     calls = []
     handle = backbone.register_forward_pre_hook(lambda m, a: calls.append(m.training))
     trainer.loader.set_epoch(0)
-    batch, _ = next(iter(trainer.loader))
-    trainer.train_step(batch)
+    batch = next(iter(trainer.loader))
+    trainer.run_step(batch)
     handle.remove()
     # one saliency forward (in eval mode) + the training forward: the paste and the cut share the map
     assert calls.count(False) == 1 and calls.count(True) == 1

@@ -1,7 +1,7 @@
 import pytest
 
-from classification.config import ConfigError, load_config, save_config
 from classification.schema import ClsConfig
+from core.engine.config import ConfigError, load_config, save_config
 
 
 def write(p, text):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from classification.checkpoint import load_checkpoint
-from classification.config import load_config
 from classification.engine import Trainer
 from classification.schema import ClsConfig
+from core.engine.checkpoint import load_checkpoint
+from core.engine.config import load_config
 
 from .conftest import BASE, ROOT
 
@@ -46,35 +46,35 @@ def test_classification_step_has_no_host_sync(method, extra, tiny_overrides):
                                                     "train.max_steps_per_epoch=0", f"aug.method={method}", *extra]))
     assert trainer.device_data  # auto: device-resident on CUDA
     trainer.start_checks()
-    trainer.totals = torch.zeros(3, device=trainer.device)
+    trainer.begin_epoch()
     trainer.loader.set_epoch(0)
     batches = iter(trainer.loader)
-    sync_free(lambda: trainer.step_batch(next(batches)[0]))
-    trainer.check_point()  # the designed sync point still works (finite loss: no error)
+    sync_free(lambda: trainer.step_batch(next(batches)))
+    trainer.device_check()  # the designed sync point still works (finite loss: no error)
 
 
 def test_paste_step_on_worker_loader_has_no_host_sync(tiny_overrides):
     trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "aug.method=keep_autoaugment"]))
     trainer.start_checks()
-    trainer.totals = torch.zeros(3, device=trainer.device)
+    trainer.begin_epoch()
     trainer.loader.set_epoch(0)
-    batch, _ = next(iter(trainer.loader))  # pinned by the loader
+    batch = next(iter(trainer.loader))  # pinned by the loader
     sync_free(lambda: trainer.step_batch(batch))
 
 
-def test_non_finite_loss_is_caught_at_the_check_point(tiny_overrides):
+def test_non_finite_loss_is_caught_at_the_device_check(tiny_overrides):
     trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "data.loader=device",
                                                     "train.check_every=1000"]))
     trainer.start_checks()
-    trainer.totals = torch.zeros(3, device=trainer.device)
+    trainer.begin_epoch()
     trainer.loader.set_epoch(0)
     batches = iter(trainer.loader)
-    trainer.step_batch(next(batches)[0])
+    trainer.step_batch(next(batches))
     with torch.no_grad():
         trainer.backbone.fc.weight.fill_(float("nan"))
-    trainer.step_batch(next(batches)[0])
+    trainer.step_batch(next(batches))
     with pytest.raises(FloatingPointError, match="non-finite loss at step 2"):
-        trainer.check_point()
+        trainer.device_check()
 
 
 def test_resume_after_a_kill_is_exact_on_cuda(tiny_overrides, tmp_path):

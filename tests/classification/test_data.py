@@ -3,7 +3,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 
-from classification.data import TrainView, base_dataset, build_datasets, collate
+from classification.data import EVAL_COLLATE, TrainView, base_dataset, build_datasets
 from classification.engine import Trainer
 
 
@@ -50,7 +50,7 @@ def test_imagefolder_layout_and_corrupt_images(tmp_path, tiny_cfg):
         [train[i] for i in range(len(train))]
     cfg.data.skip_corrupt = True
     train, _, _ = build_datasets(cfg)
-    skipped = [name for _, names in DataLoader(train, batch_size=4, collate_fn=collate) for name in names]
+    skipped = [name for batch in DataLoader(train, batch_size=4, collate_fn=EVAL_COLLATE) for name in batch.skipped]
     assert len(skipped) == 1 and skipped[0].endswith("9.png")  # the skipped file is named, not only counted
 
 

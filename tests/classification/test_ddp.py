@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DistributedSampler
 
-from classification.config import load_config
 from classification.data import build_datasets
 from classification.schema import ClsConfig
+from core.engine.config import load_config
 
 from .conftest import BASE, ROOT
 

@@ -10,11 +10,13 @@ import torchvision.transforms.functional as TF
 from scipy import stats
 from torch.utils.data import DistributedSampler
 
-from classification.config import ConfigError, load_config
-from classification.data import ArrayImages, EpochSeeded, TrainView, build_datasets, use_device_loader
+from classification.data import ArrayImages, TrainView, build_datasets, use_device_loader
 from classification.device_data import DeviceLoader, crop_flip, crop_flip_params, epoch_order
 from classification.engine import Trainer
 from classification.schema import ClsConfig
+from core.engine.config import ConfigError, load_config
+from core.engine.hooks import Hook
+from core.engine.seeding import EpochSeeded
 
 from .conftest import BASE
 
@@ -195,12 +197,12 @@ def test_device_loader_rejects_non_uint8():
 
 
 # -- data.loader in the Trainer ----------------------------------------------------------------------
-class Seen:
+class Seen(Hook):
     def __init__(self):
         self.steps = []
 
-    def after_step(self, trainer, indices):
-        self.steps.append((trainer.epoch, indices.tolist()))
+    def after_step(self, trainer, batch):
+        self.steps.append((trainer.epoch, batch.indices.tolist()))
 
 
 def test_trainer_with_the_device_loader_trains_and_evaluates(tiny_cfg):
@@ -275,7 +277,7 @@ def test_device_loader_needs_images_of_image_size(tiny_cfg):
 
 def build_datasets_and_device_loader(cfg):
     from classification.data import device_loader
-    from classification.distributed import DistInfo
+    from core.engine.distributed import DistInfo
 
     train, _, _ = build_datasets(cfg)
     return device_loader(train, cfg, torch.device("cpu"), DistInfo(), train=True)

@@ -8,12 +8,11 @@ fake CUDA: it is zeros here; its op set is checked on the CPU in tests/core/test
 real GPU by the CUDA-marked tests.)"""
 
 import pytest
-import torch
 
-from classification.config import load_config
 from classification.engine import Trainer
 from classification.schema import ClsConfig
 from classification.uda import SemiConfig, UDATrainer
+from core.engine.config import load_config
 
 from ..fake_cuda import assert_sync_free, fake_cuda_environment, move_to_fake_cuda, run_recorded
 from .conftest import BASE, ROOT
@@ -22,12 +21,12 @@ UDA_BASE = ROOT / "classification" / "configs" / "uda" / "base.yaml"
 FAST = ["train.amp=bf16", "model.channels_last=true", "train.deterministic=false"]
 
 
-def record_second_step(trainer, monkeypatch, step, totals: int, allow_async_h2d=False):
+def record_second_step(trainer, monkeypatch, step, allow_async_h2d=False):
     """Move the trainer to fake CUDA, step once (lazily built constants), then record the second step."""
     with fake_cuda_environment(monkeypatch) as mode:
         move_to_fake_cuda(trainer, mode)
         trainer.start_checks()
-        trainer.totals = torch.zeros(totals, device=trainer.device)  # the epoch's running sums
+        trainer.begin_epoch()  # the epoch's running sums, on the (fake) device
         step()
         rec = run_recorded(step, allow_async_h2d)
     assert trainer.step == 2
@@ -42,7 +41,7 @@ def test_classification_step_on_device_loader(method, tiny_overrides, monkeypatc
                                                     f"aug.method={method}", *extra]))
     trainer.loader.set_epoch(0)
     batches = iter(trainer.loader)  # yields from the (moved) device tensors
-    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(next(batches)[0]), 3)
+    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(next(batches)))
     assert_sync_free(rec, method)
 
 
@@ -52,9 +51,8 @@ def test_classification_paste_step_on_worker_loader(aug, tiny_overrides, monkeyp
     trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, *aug]))
     assert not trainer.device_data  # AutoAugment runs per image on PIL: the worker loader
     trainer.loader.set_epoch(0)
-    batch, _ = next(iter(trainer.loader))  # real CPU tensors, as a worker's pinned batch
-    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), 3,
-                             allow_async_h2d=True)
+    batch = next(iter(trainer.loader))  # real CPU tensors, as a worker's pinned batch
+    rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), allow_async_h2d=True)
     assert_sync_free(rec, " ".join(aug))
 
 
@@ -64,14 +62,8 @@ def test_uda_step(monkeypatch, tmp_path):
                  "train.progress=false", f"train.output_dir={tmp_path / 'uda'}", "aug.method=keep_randaugment",
                  "aug.low_res=true", *FAST]
     trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, overrides))
-    (lab, _), (unl, _) = next(iter(trainer.loaders()))
-
-    def step():
-        stats = trainer.uda_step(lab, unl)
-        trainer.totals += stats
-        trainer.finish_step(stats[0], unl[-1])
-
-    assert_sync_free(record_second_step(trainer, monkeypatch, step, 6, True), "uda step")
+    batch = next(iter(trainer.train_batches()))
+    assert_sync_free(record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), True), "uda step")
 
 
 def test_reid_step(monkeypatch, tmp_path):
@@ -89,11 +81,5 @@ def test_reid_step(monkeypatch, tmp_path):
                  "aug.low_res=true", *FAST]
     trainer = ReidTrainer(load_config(ReidConfig, REID_BASE, overrides))
     trainer.sampler.set_epoch(0)
-    images, pids, _, _ = next(iter(trainer.loader))
-
-    def step():
-        stats = trainer.train_step(images, pids)
-        trainer.totals += stats
-        trainer.finish_step(stats[0], None)
-
-    assert_sync_free(record_second_step(trainer, monkeypatch, step, 5, True), "re-ID step")
+    batch = next(iter(trainer.train_batches()))
+    assert_sync_free(record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), True), "re-ID step")

@@ -20,11 +20,12 @@ import pytest
 import torch
 import yaml
 
-from classification.checkpoint import load_checkpoint
-from classification.config import load_config, to_dict
 from classification.engine import Trainer
-from classification.run_dir import RunDirError
 from classification.schema import ClsConfig
+from core.engine.checkpoint import load_checkpoint
+from core.engine.config import load_config, to_dict
+from core.engine.hooks import Hook
+from core.engine.run_dir import RunDirError
 
 from .conftest import BASE, ROOT
 
@@ -363,8 +364,8 @@ def test_eval_only_uses_the_checkpoints_config_and_overrides_win(tiny_cfg, monke
 # -- 9. the non-finite stop at the check cadence ------------------------------------------------------------
 @pytest.mark.parametrize("check_every, raised_at", [(1, 5), (1000, 6)])
 def test_non_finite_loss_names_the_first_bad_step(check_every, raised_at, tiny_cfg):
-    class Poison:  # after step 4 (the first of epoch 2): step 5's loss is NaN
-        def after_step(self, trainer, indices):
+    class Poison(Hook):  # after step 4 (the first of epoch 2): step 5's loss is NaN
+        def after_step(self, trainer, batch):
             if trainer.step == 4:
                 with torch.no_grad():
                     trainer.backbone.fc.weight.fill_(float("nan"))

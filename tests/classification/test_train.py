@@ -9,10 +9,11 @@ import torch
 import torchvision
 
 from classification.augment import METHODS
-from classification.checkpoint import atomic_save, load_checkpoint
-from classification.config import ConfigError
 from classification.engine import Trainer
 from classification.export import export_backbone
+from core.engine.checkpoint import atomic_save, load_checkpoint
+from core.engine.config import ConfigError
+from core.engine.hooks import Hook
 
 from .conftest import BASE, ROOT
 
@@ -86,8 +87,8 @@ def test_resume_after_a_kill_is_exact(loader, tiny_overrides, tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tiny_cfg):
-    class Poison:
-        def after_step(self, trainer, indices):
+    class Poison(Hook):
+        def after_step(self, trainer, batch):
             if trainer.step == 2:
                 with torch.no_grad():
                     trainer.backbone.fc.weight.fill_(float("nan"))
@@ -143,7 +144,7 @@ def test_cli_config_error_names_key(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_bf16_units_is_named(tiny_cfg, monkeypatch):
-    from classification.runtime import slow_bf16_settings
+    from core.engine.trainer import slow_bf16_settings
 
     cfg = tiny_cfg("train.amp=bf16", "aug.saliency_dtype=bfloat16")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
@@ -157,9 +158,9 @@ def test_bf16_on_a_cpu_without_bf16_units_is_named(tiny_cfg, monkeypatch):
 def test_clip_grad_norm_bounds_the_global_gradient_norm(tiny_cfg):
     def grad_norm(trainer):
         trainer.loader.set_epoch(0)
-        batch, _ = next(iter(trainer.loader))
-        trainer.train_step(batch)
-        grads = [p.grad for p in trainer.net.parameters() if p.grad is not None]
+        batch = next(iter(trainer.loader))
+        trainer.run_step(batch)
+        grads = [p.grad for p in trainer.module.parameters() if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
 
     free = grad_norm(Trainer(tiny_cfg("aug.method=cutout")))

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classification.config import load_config
 from classification.semi import labelled_split, supervised_loss, tsa_threshold, uda_consistency
 from classification.uda import SemiConfig, StepSampler, UDATrainer
+from core.engine.config import load_config
 
 from .conftest import ROOT
 

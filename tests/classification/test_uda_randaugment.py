@@ -11,10 +11,10 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from classification.augment import image_transform
-from classification.config import load_config
 from classification.data import ArrayImages, TrainView
 from classification.uda import SemiConfig, UDATrainer, UnlabelledView, uda_geometric
 from classification.uda_randaugment import OPS, UDA_FILL, UDARandAugment, apply_op, finish, op_parameter
+from core.engine.config import load_config
 
 from .conftest import ROOT
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from classification.config import ConfigError
+from core.engine.config import ConfigError
 from detection.config import load_config
 from detection.convert import save_detectron2_pkl, torchvision_to_detectron2
 from detection.data import DatasetError, check_datasets, register_coco_json

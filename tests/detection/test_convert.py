@@ -9,10 +9,10 @@ import torchvision
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
 
-from classification.config import load_config as load_cls_config
 from classification.engine import Trainer as ClsTrainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
+from core.engine.config import load_config as load_cls_config
 from detection.config import load_config
 from detection.convert import ConversionError, convert, read_weights, rename, torchvision_to_detectron2
 from detection.weights import WeightsError, load_weights

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from classification.config import load_config
+from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from classification.config import load_config
-from classification.run_dir import RunDirError
+from core.engine.config import load_config
+from core.engine.run_dir import RunDirError
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from classification.checkpoint import load_checkpoint
-from classification.config import ConfigError, load_config
+from core.engine.checkpoint import load_checkpoint
+from core.engine.config import ConfigError, load_config
 from reid.engine import ReidTrainer, warmup_multistep
 from reid.model import BoTNet
 from reid.schema import ReidConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, _merge, from_dict, load_config, parse_overrides, to_dict
+from .config import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -94,7 +94,7 @@ def config_from_checkpoint(cls, checkpoint: str | Path, overrides: list[str] | N
     if not isinstance(stored, dict):
         raise ConfigError(f"{checkpoint} holds no config (not a training checkpoint of this project)")
     try:
-        return from_dict(cls, _merge(stored, parse_overrides(overrides or [])))
+        return from_dict(cls, merge(stored, parse_overrides(overrides or [])))
     except ConfigError as err:
         raise ConfigError(f"{checkpoint} (stored config) with overrides {overrides or []}: {err}") from None
 
@@ -108,7 +108,7 @@ def eval_config(cls, checkpoint: str | Path, config: str | Path | None = None, o
     data = to_dict(load_config(cls, config))
     data["model"] = to_dict(stored.model)
     try:
-        return from_dict(cls, _merge(data, parse_overrides(overrides or [])))
+        return from_dict(cls, merge(data, parse_overrides(overrides or [])))
     except ConfigError as err:
         raise ConfigError(f"{config} with {checkpoint}'s model settings and overrides {overrides or []}: "
                           f"{err}") from None

@@ -1,4 +1,4 @@
-"""The typed config system shared by `classification` and `reid`.
+"""The typed config system shared by every trainer (`classification`, UDA, `reid`) and `detection`'s checks.
 
 A config is a tree of dataclasses. YAML files fill it: a file may name a ``_BASE_`` file (a path
 relative to itself) whose values it overrides; command-line overrides are ``section.key=value`` with
@@ -45,13 +45,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return data
     merged = _read_yaml(path.parent / base, (*seen, path))
-    return _merge(merged, data)
+    return merge(merged, data)
 
 
-def _merge(base: dict, new: dict) -> dict:
+def merge(base: dict, new: dict) -> dict:
     out = dict(base)
     for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -150,7 +150,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = _read_yaml(Path(path)) if path else {}
     overrides = list(overrides or [])
     try:
-        return from_dict(cls, _merge(data, parse_overrides(overrides)))
+        return from_dict(cls, merge(data, parse_overrides(overrides)))
     except ConfigError as err:
         culprit = _blame_override(cls, data, overrides)
         where = f"command-line override {culprit!r}" if culprit else (path or "<overrides>")
@@ -165,7 +165,7 @@ def _blame_override(cls: type, data: dict, overrides: list[str]) -> str | None:
         return None
     for i in range(len(overrides)):
         try:
-            from_dict(cls, _merge(data, parse_overrides(overrides[: i + 1])))
+            from_dict(cls, merge(data, parse_overrides(overrides[: i + 1])))
         except ConfigError:
             return overrides[i]
     return None

@@ -5,8 +5,8 @@
 - ``--resume`` can be called blindly (a cluster requeue script): without a checkpoint it starts fresh and
   says so; with one, the stored config must equal the resolved one except for keys that may change
   between the two processes (:data:`MAY_CHANGE`);
-- what a run leaves behind besides checkpoints and ``metrics.csv``: ``train.log`` (the lines the terminal
-  showed) and ``env.json`` (versions, device, git commit, command line; one entry per start).
+- what a run leaves behind besides checkpoints, ``metrics.csv`` and ``train.log`` (:mod:`core.engine.logs`):
+  ``env.json`` (versions, device, git commit, command line; one entry per start).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-# keys that may differ between the run and its resumption: schedule length, machine and logging
+# keys that may differ between any run and its resumption: schedule length, machine and logging; a schema
+# adds its own with a ``RESUME_MAY_CHANGE`` tuple (e.g. classification's train.eval_every, re-ID's eval.)
 MAY_CHANGE = ("train.epochs", "train.stop_after_epoch", "train.device", "train.progress", "train.tensorboard",
-              "train.check_every", "train.output_dir", "train.keep_every", "train.eval_every", "data.workers",
-              "data.root", "data.download", "eval.")
+              "train.check_every", "train.output_dir", "train.keep_every", "data.workers", "data.root",
+              "data.download")
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.yaml", "train.log", "env.json", "eval.json", "tb")
 
 
@@ -42,22 +43,29 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_changes(stored: dict, current: dict) -> tuple[list[str], list[str]]:
+def may_change(schema) -> tuple[str, ...]:
+    """The key prefixes of ``schema`` (a config class or instance) that may change on resume."""
+    return MAY_CHANGE + tuple(getattr(schema, "RESUME_MAY_CHANGE", ()))
+
+
+def config_changes(stored: dict, current: dict, allowed_keys: tuple[str, ...] = MAY_CHANGE
+                   ) -> tuple[list[str], list[str]]:
     """``(allowed, refused)``: ``key: stored -> current`` lines for every key whose value differs."""
     a, b = flatten(stored), flatten(current)
     allowed, refused = [], []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             line = f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}"
-            (allowed if key.startswith(MAY_CHANGE) else refused).append(line)
+            (allowed if key.startswith(allowed_keys) else refused).append(line)
     return allowed, refused
 
 
-def check_resume_config(stored: dict, current: dict, checkpoint: Path, only: tuple[str, ...] = ()) -> list[str]:
+def check_resume_config(stored: dict, current: dict, checkpoint: Path, only: tuple[str, ...] = (),
+                        allowed_keys: tuple[str, ...] = MAY_CHANGE) -> list[str]:
     """Raise :class:`RunDirError` naming every key (and both values) that may not change on resume (with
     ``only``: among the keys with those prefixes, e.g. ``("model.",)`` to evaluate a checkpoint); return the
     allowed changes for the log."""
-    allowed, refused = config_changes(stored, current)
+    allowed, refused = config_changes(stored, current, allowed_keys)
     if only:
         refused = [line for line in refused if line.startswith(only)]
     if refused:
@@ -120,32 +128,3 @@ def record_env(out: Path, device: torch.device, world_size: int, resumed: bool) 
     })
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(entries, indent=2))
-
-
-class TrainLog:
-    """Rank 0's per-epoch lines, printed and appended to ``train.log``."""
-
-    def __init__(self, out: Path, enabled: bool) -> None:
-        self.path, self.enabled = out / "train.log", enabled
-
-    def line(self, text: str) -> None:
-        if not self.enabled:
-            return
-        print(text, flush=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(text + "\n")
-
-
-def epoch_line(row: dict, epochs: int, counter: str = "epoch") -> str:
-    """``epoch 3/15: train_loss 1.234 | val_top1 52.30 | img/s 12,800 | 4.1 s`` from a metrics row."""
-    parts = [f"{counter} {row[counter]}/{epochs}:"]
-    for key, value in row.items():
-        if key in (counter, "seconds", "img_s", "lr", "skipped") or not isinstance(value, (int, float)):
-            continue
-        parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-    if "img_s" in row:
-        parts.append(f"img/s {row['img_s']:,.0f}")
-    if "seconds" in row:
-        parts.append(f"{row['seconds']:.1f} s")
-    return " | ".join([parts[0] + " " + parts[1]] + parts[2:]) if len(parts) > 1 else parts[0]
