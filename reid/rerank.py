@@ -132,22 +132,33 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
     (keep it equal to the reference's ``block``); peak memory is about one ``(block, Q + G)`` float32
     block, the ``(Q, G)`` float32 output and the features. ``budget`` bounds the number of sparse entries
     handled at once in the later steps (a few hundred MB of temporaries at the default).
+    Five steps: :func:`_nearest`, :func:`_reciprocal_masks`, :func:`_expanded_rows`,
+    :func:`_query_expansion`, :func:`_jaccard_mix`.
     """
     dev = torch.device(device) if device is not None else query.device
     feats = torch.cat([query.to(dev), gallery.to(dev)]).float()
-    q, n = query.shape[0], feats.shape[0]
-    ng = n - q
+    q = query.shape[0]
     kf, kh = k1 + 1, int(np.around(k1 / 2)) + 1
-    arange = lambda a, b: torch.arange(a, b, device=dev)  # noqa: E731
+    sq, nn, nn_d, row_max, final = _nearest(feats, q, kf, block)
+    recip, half = _reciprocal_masks(nn, kf, kh, budget)
+    v_row, v_col, v_val = _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf, kh, budget)
+    del feats, recip, half
+    ptr = _row_ptr(v_row, len(nn))
+    if k2 != 1:
+        v_row, v_col, v_val, ptr = _query_expansion(nn, v_col, v_val, ptr, k2, budget)
+    return _jaccard_mix(final, v_row, v_col, v_val, ptr, q, lambda_value, budget).cpu().numpy()
 
-    # 1. The kf nearest of every row (with their distances), row maxima, and the normalised query x
-    #    gallery distances. Same expression and row blocks as the reference's ``_neighbours`` (2 * A @ B
-    #    is (2 * A) @ B), into reused buffers: bitwise the same distances and top-k on CPU.
+
+def _nearest(feats: torch.Tensor, q: int, kf: int, block: int):
+    """Step 1. The kf nearest of every row (with their distances), row maxima, and the normalised query x
+    gallery distances. Same expression and row blocks as the reference's ``_neighbours`` (2 * A @ B is
+    (2 * A) @ B), into reused buffers: bitwise the same distances and top-k on CPU."""
+    dev, n = feats.device, feats.shape[0]
     sq = (feats * feats).sum(1)
     nn = torch.empty((n, kf), dtype=torch.long, device=dev)
     nn_d = torch.empty((n, kf), device=dev)
     row_max = torch.empty(n, device=dev)
-    final = torch.empty((q, ng), device=dev)
+    final = torch.empty((q, n - q), device=dev)
     buf = torch.empty((min(block, n), n), device=dev)
     sub = max(1, (1 << 22) // n)  # rows of the (sq_i + sq_j) temporary
     for s in range(0, n, block):
@@ -163,24 +174,32 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
         if s < q:
             eq = min(e, q)
             torch.div(d[: eq - s, q:], row_max[s:eq, None], out=final[s:eq])
-    del buf, d
+    return sq, nn, nn_d, row_max, final
 
-    # 2. k-reciprocal masks: nn[i, a] is kept if i is among the kf nearest of nn[i, a] (recip); likewise
-    #    with the kh nearest for the candidates' own sets (half).
+
+def _reciprocal_masks(nn: torch.Tensor, kf: int, kh: int, budget: int):
+    """Step 2. k-reciprocal masks: nn[i, a] is kept if i is among the kf nearest of nn[i, a] (recip);
+    likewise with the kh nearest for the candidates' own sets (half)."""
+    n, dev = len(nn), nn.device
     nnh = nn[:, :kh]
     recip = torch.empty((n, kf), dtype=torch.bool, device=dev)
     half = torch.empty((n, kh), dtype=torch.bool, device=dev)
     step = max(1, budget // (kf * kf))
     for s in range(0, n, step):
         e = min(s + step, n)
-        me = arange(s, e)[:, None, None]
+        me = torch.arange(s, e, device=dev)[:, None, None]
         recip[s:e] = (nn[nn[s:e]] == me).any(2)
         half[s:e] = (nnh[nnh[s:e]] == me).any(2)
+    return recip, half
 
-    # 3. Expansion: each reciprocal candidate c adds its half-set if more than 2/3 of it lies in recip(i);
-    #    the deduplicated union is row i of V (a row-major COO, columns ascending), weighted by
-    #    exp(-distance / row max) and normalised per row. Distances of members among the kf nearest come
-    #    from step 1, the few others from a dot product of gathered features.
+
+def _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf: int, kh: int, budget: int):
+    """Step 3. Expansion: each reciprocal candidate c adds its half-set if more than 2/3 of it lies in
+    recip(i); the deduplicated union is row i of V (a row-major COO, columns ascending), weighted by
+    exp(-distance / row max) and normalised per row. Distances of members among the kf nearest come from
+    step 1, the few others from a dot product of gathered features. Returns ``(rows, cols, values)``."""
+    n, dev = len(nn), nn.device
+    nnh = nn[:, :kh]
     width = kf + kf * kh
     rows_l, cols_l, dist_l = [], [], []
     step = max(1, budget // (width * kf))
@@ -199,11 +218,10 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
         dist = torch.cat([nn_d[s:e], cand_d], 1).gather(1, order)
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]
-        rows_l.append(arange(s, e)[:, None].expand_as(members)[keep])
+        rows_l.append(torch.arange(s, e, device=dev)[:, None].expand_as(members)[keep])
         cols_l.append(members[keep])
         dist_l.append(dist[keep])
     v_row, v_col, dist = torch.cat(rows_l), torch.cat(cols_l), torch.cat(dist_l)
-    del rows_l, cols_l, dist_l, recip, half
     todo = dist.isnan().nonzero()[:, 0]
     step = max(1, budget // feats.shape[1])
     for s in range(0, len(todo), step):
@@ -211,38 +229,40 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
         r, c = v_row[t], v_col[t]
         dot = torch.bmm((2 * feats.index_select(0, r))[:, None, :], feats.index_select(0, c)[:, :, None])[:, 0, 0]
         dist[t] = (sq[r] + sq[c] - dot).clamp_min(0)
-    del feats
     w = torch.exp(-(dist / row_max[v_row]).double())
     v_val = w / torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, v_row, w)[v_row]
-    del dist, w
-    ptr = _row_ptr(v_row, n)
+    return v_row, v_col, v_val
 
-    # 4. Local query expansion: row i of V becomes the mean of the rows of its k2 nearest.
-    if k2 != 1:
-        cnt = ptr[1:] - ptr[:-1]
-        src = nn[:, :k2]
-        rows_l, cols_l, vals_l = [], [], []
-        for s, e in _chunks(cnt[src].sum(1), budget, n):
-            sr = src[s:e].reshape(-1)
-            pos, key = _segments(ptr[sr], cnt[sr], arange(0, len(sr)) // k2 * n)
-            key += v_col[pos]
-            uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
-            vals_l.append(torch.zeros(len(uniq), dtype=torch.float64, device=dev).index_add_(0, inv, v_val[pos]) / k2)
-            rows_l.append(uniq // n + s)
-            cols_l.append(uniq % n)
-        v_row, v_col, v_val = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
-        del rows_l, cols_l, vals_l, pos, key, uniq, inv
-        ptr = _row_ptr(v_row, n)
 
-    # 5. Jaccard: overlap(i, j) = sum_c min(V[i, c], V[j, c]) for queries i and gallery rows j, by joining
-    #    each block of queries' entries with an inverted (column-sorted) index of the gallery rows' entries
-    #    and summing the minima into a dense (block, G) overlap.
+def _query_expansion(nn, v_col, v_val, ptr, k2: int, budget: int):
+    """Step 4. Local query expansion: row i of V becomes the mean of the rows of its k2 nearest."""
+    n, dev = len(nn), nn.device
+    cnt = ptr[1:] - ptr[:-1]
+    src = nn[:, :k2]
+    rows_l, cols_l, vals_l = [], [], []
+    for s, e in _chunks(cnt[src].sum(1), budget, n):
+        sr = src[s:e].reshape(-1)
+        pos, key = _segments(ptr[sr], cnt[sr], torch.arange(0, len(sr), device=dev) // k2 * n)
+        key += v_col[pos]
+        uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
+        vals_l.append(torch.zeros(len(uniq), dtype=torch.float64, device=dev).index_add_(0, inv, v_val[pos]) / k2)
+        rows_l.append(uniq // n + s)
+        cols_l.append(uniq % n)
+    v_row, v_col, v_val = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
+    return v_row, v_col, v_val, _row_ptr(v_row, n)
+
+
+def _jaccard_mix(final, v_row, v_col, v_val, ptr, q: int, lambda_value: float, budget: int) -> torch.Tensor:
+    """Step 5. Jaccard: overlap(i, j) = sum_c min(V[i, c], V[j, c]) for queries i and gallery rows j, by
+    joining each block of queries' entries with an inverted (column-sorted) index of the gallery rows'
+    entries and summing the minima into a dense (block, G) overlap; mixed with the original distances
+    (``final``, updated in place and returned)."""
+    n, ng, dev = len(ptr) - 1, final.shape[1], final.device
     g0 = int(ptr[q])
     order = torch.argsort(v_col[g0:], stable=True)
     inv_row, inv_val = v_row[g0:][order] - q, v_val[g0:][order]
     col_ptr = _row_ptr(v_col[g0:][order], n)
     col_cnt = col_ptr[1:] - col_ptr[:-1]
-    del order
     qe_row, qe_col, qe_val = v_row[:g0], v_col[:g0], v_val[:g0]
     qe_cost = col_cnt[qe_col]
     q_cost = torch.zeros(q, dtype=torch.long, device=dev).index_add_(0, qe_row, qe_cost)
@@ -254,4 +274,4 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
         overlap = torch.zeros((e - s) * ng, dtype=torch.float64, device=dev).index_add_(0, flat, v)
         jaccard = (1 - overlap / (2 - overlap)).view(e - s, ng)
         final[s:e] = (jaccard * (1 - lambda_value) + final[s:e].double() * lambda_value).float()
-    return final.cpu().numpy()
+    return final

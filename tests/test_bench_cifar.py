@@ -1,11 +1,7 @@
 """tools/bench_cifar.py's bookkeeping (not its training): finished runs are reused, the summary pairs seeds."""
 
-import importlib
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-bench = importlib.import_module("bench_cifar")
+from tools import bench_cifar as bench
 
 
 def test_a_finished_run_is_reused_and_other_settings_rerun(tmp_path, monkeypatch):

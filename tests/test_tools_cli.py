@@ -9,7 +9,6 @@ TOOLS = sorted(p.name for p in (ROOT / "tools").glob("*.py") if p.name not in ("
 
 PROBE = """
 import contextlib, io, runpy, sys
-sys.path.insert(0, {tools!r})
 failed = []
 for name in {names!r}:
     sys.argv = [name, "--help"]
@@ -23,6 +22,14 @@ for name in {names!r}:
             failed.append(f"{{name}}: exit {{exit.code}}, output {{out.getvalue()[:200]!r}}")
 print("FAILED" if failed else "OK", failed)
 """
+
+
+def test_every_tool_is_importable_as_a_module():
+    import importlib
+
+    for name in TOOLS:
+        module = importlib.import_module(f"tools.{name[:-3]}")
+        assert module.__doc__, f"tools/{name} has no docstring"
 
 
 def test_every_tool_prints_its_usage():

@@ -10,19 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_cifar import BASE, cifar_root  # noqa: E402
-
 from classification.engine import Trainer  # noqa: E402
 from classification.schema import ClsConfig  # noqa: E402
 from core.engine.config import load_config  # noqa: E402
+from tools.bench_cifar import BASE, cifar_root  # noqa: E402
 
 
 def loader_only(trainer, epochs: int = 1) -> float:

@@ -17,11 +17,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from bench_cifar import bench_parser, folder_or_extracted
 
 from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
+from tools.bench_cifar import bench_parser, folder_or_extracted
 
 BASE = Path(__file__).resolve().parents[1] / "reid" / "configs" / "base.yaml"
 ARMS = {"random_erasing": ["aug.keep=false"], "keep_random_erasing": ["aug.keep=true"]}

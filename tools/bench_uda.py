@@ -17,10 +17,10 @@ import statistics
 from pathlib import Path
 
 import torch
-from bench_cifar import bench_parser, cifar_root, mean_std
 
 from classification.uda import SemiConfig, UDATrainer
 from core.engine.config import load_config
+from tools.bench_cifar import bench_parser, cifar_root, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "uda" / "base.yaml"
 # the strong view: UDA's own RandAugment + Cutout 16 (classification/uda_randaugment.py, the configs' default),

@@ -5,12 +5,45 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from core.engine.config import ConfigError, load_config
 
 DEBUG_ENV = "KEEPAUG_DEBUG"  # =1: full tracebacks instead of one-line errors
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+# torch's DataLoader re-raises a worker's exception as ``Caught <Type> in DataLoader worker process N.`` plus
+# the worker's whole traceback (torch.utils.data._utils.worker / torch._utils.ExceptionWrapper)
+WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def worker_message(text: str) -> str | None:
+    """The original one-line message of an exception a DataLoader worker raised (the last line of the
+    worker's traceback, ``module.Type: message``, without the type), or None for any other text."""
+    found = WORKER_ERROR.match(text)
+    if found is None:
+        return None
+    lines = text.rstrip().splitlines()
+    for line in reversed(lines):
+        head, sep, rest = line.partition(": ")
+        if sep and not line.startswith(" ") and head.rsplit(".", 1)[-1] == found.group(1):
+            return rest
+    return lines[-1].strip()
+
+
+def one_line(err: BaseException) -> str:
+    """``str(err)``, reduced to the worker's own message when a DataLoader worker raised it."""
+    return worker_message(str(err)) or str(err)
+
+
+def close_progress(trainer) -> None:
+    """Close the running epoch's progress bar (``leave=False``: it clears its line) so that a message
+    printed next starts on a clean line and no blank bar is redrawn after it at exit."""
+    bar = getattr(trainer, "bar", None)
+    if bar is not None:
+        bar.close()
 
 
 def debugging(args=None) -> bool:
@@ -54,7 +87,7 @@ def one_line_errors(run, args=None) -> int:
     except (OSError, ValueError, KeyError) as err:
         if debugging(args):
             raise
-        print(f"error: {err} (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        print(f"error: {one_line(err)} (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -64,12 +97,19 @@ def fit_and_report(trainer, args, counter: str = "epoch") -> int:
     try:
         metrics = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
+        bar = getattr(trainer, "bar", None)
+        cleared = bar is not None and not bar.disable  # the bar's line (and the echoed ^C) is wiped on close
+        close_progress(trainer)
+        lead = "" if cleared else "\n"
         last = trainer.out / "last.pt"
         saved = f"{last} (epoch {getattr(trainer, 'saved_epoch', '?')})" if last.is_file() else "none yet"
         epoch = getattr(trainer, "running_epoch", trainer.epoch + 1)
-        print(f"\ninterrupted at epoch {epoch} step {trainer.step}; last checkpoint {saved}; "
-              "continue with --resume", file=sys.stderr)
+        print(f"{lead}interrupted at epoch {epoch} step {trainer.step}; last checkpoint "
+              f"{saved}; continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BaseException:
+        close_progress(trainer)  # the error line that follows starts on a clean line
+        raise
     if trainer.info.is_main:
         print(json.dumps({counter: getattr(trainer, counter), **metrics}))
     return 0

@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-
-import bench_core  # noqa: E402
-from bench_cifar import cifar_root  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the lent GPU machine runs the checkout without installing it
 
 from classification.engine import Trainer  # noqa: E402
 from classification.schema import ClsConfig  # noqa: E402
 from core.engine.config import load_config  # noqa: E402
+from tools import bench_core  # noqa: E402
+from tools.bench_cifar import cifar_root  # noqa: E402
 
 CIFAR_BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
 ARMS = {"cutout": ["aug.method=cutout"],

@@ -14,12 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
-
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
 from core.engine.checkpoint import eval_config
+from tools.cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
-
 from core.engine.checkpoint import eval_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
+from tools.cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
-
 from classification.uda import SemiConfig, UDATrainer
+from tools.cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,20 +226,20 @@ def test_trainer_with_the_device_loader_trains_and_evaluates(tiny_cfg):
     assert not workers.device_data
     workers.loader.set_epoch(1)
     trainer.loader.set_epoch(1)
-    for (w, _), (d, _) in zip(workers.loader, trainer.loader):
-        assert torch.equal(w[-1], d[-1]) and torch.equal(w[-2], d[-2])  # indices, labels
-    val_w = [t for t, _ in workers.val_loader]
-    val_d = [t for t, _ in trainer.val_loader]
+    for w, d in zip(workers.loader, trainer.loader):
+        assert torch.equal(w.indices, d.indices) and torch.equal(w.labels, d.labels)
+    val_w, val_d = list(workers.val_loader), list(trainer.val_loader)
     assert len(val_w) == len(val_d) == 2
     for w, d in zip(val_w, val_d):
-        assert all(torch.equal(a, b) for a, b in zip(w, d))
+        assert all(torch.equal(getattr(w, f), getattr(d, f)) for f in ("images", "labels", "indices"))
 
 
 def test_device_loader_training_batches_are_the_base_images_cropped(tiny_cfg):
     trainer = Trainer(tiny_cfg("data.loader=device", "train.device=cpu"))
     base = trainer.train_set.dataset.base
     trainer.loader.set_epoch(0)
-    (x, y, idx), _ = next(iter(trainer.loader))
+    batch = next(iter(trainer.loader))
+    x, y, idx = batch.images, batch.labels, batch.indices
     order = epoch_order(48, 0, 0, 0, 1, False)[:16]
     params = crop_flip_params(48, 4, 0, 0, 0)[:16]
     raw = torch.from_numpy(base.images[idx.numpy()]).permute(0, 3, 1, 2)

@@ -26,11 +26,9 @@ from core.engine.checkpoint import load_checkpoint
 from core.engine.config import load_config, to_dict
 from core.engine.hooks import Hook
 from core.engine.run_dir import RunDirError
+from tools import train_cls  # noqa: E402
 
 from .conftest import BASE, ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-import train_cls  # noqa: E402  (tools/ is not a package)
 
 TRAIN_CLS = ROOT / "tools" / "train_cls.py"
 

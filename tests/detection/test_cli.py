@@ -146,8 +146,7 @@ def test_more_gpus_than_visible_is_a_clear_error():
 def test_evaluating_a_timm_detector_needs_only_its_full_checkpoint(tmp_path, tiny_datasets):
     """--eval-only / --resume take every weight from the detector checkpoint: MODEL.TIMM.CHECKPOINT (the
     classification backbone it started from) need not exist on the evaluating machine."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    train_det_module = __import__("train_det")
+    from tools import train_det as train_det_module
     (tmp_path / "model_final.pth").write_bytes(b"")
     args = train_det_module.build_parser().parse_args([
         "--config-file", "timm/faster_rcnn_timm_FPN_3x.yaml", "--eval-only", "MODEL.DEVICE=cpu",

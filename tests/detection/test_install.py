@@ -12,10 +12,7 @@ import torch
 
 from detection import compat
 
-from .conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-install = importlib.import_module("install_detectron2")
+install = importlib.import_module("tools.install_detectron2")
 
 
 def test_apply_is_idempotent_and_import_time_safe():
