@@ -29,9 +29,19 @@ from .schema import device_loader_blocker
 
 
 class UnreadableImage(OSError):
-    """An image file that cannot be decoded; ``path`` names it."""
+    """An image file that cannot be decoded; ``path`` names it.
 
-    def __init__(self, path: str, err: Exception) -> None:
+    Also built from one string: a DataLoader worker's exception comes back to the main process as
+    ``type(err)(message)``, the message being the worker's whole traceback (torch re-raises a
+    ``RuntimeError`` for a type that cannot be built that way); the original one-line message is kept.
+    """
+
+    def __init__(self, path: str, err: Exception | None = None) -> None:
+        if err is None:  # re-raised from a worker: the traceback ends with "...UnreadableImage: <message>"
+            message = path.rstrip().rpartition(f"{type(self).__name__}: ")[2]
+            super().__init__(message)
+            self.path = message  # names the file (the worker's Corrupt marker, not this, carries the bare path)
+            return
         super().__init__(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)")
         self.path = path
 
@@ -154,19 +164,42 @@ class _View(Dataset):
         return load_or_skip(self.base, i, self.skip)
 
 
+def same_draws(transform, *images):
+    """``transform`` applied to each of ``images`` with the same random draws (the torch RNG state replayed:
+    the same crop and flip for images of one size); the RNG ends as after one application."""
+    state = torch.get_rng_state()
+    out = []
+    for img in images:
+        torch.set_rng_state(state)
+        out.append(transform(img))
+    return out
+
+
 class TrainView(_View):
-    """Crop + flip (+ image-level augmentation) of a base dataset, as uint8 tensors."""
+    """Crop + flip (+ image-level augmentation) of a base dataset, as uint8 tensors.
+
+    ``geometric`` is the crop and flip; the image policy (``aug.image``) runs after it (``aug.policy_order:
+    after_crop``) or on the stored image before it (``before_crop``, AutoAugment's CIFAR order: ``data_utils.py``
+    ``next_batch`` applies the policy, then ``zero_pad_and_crop``, ``random_flip``, Cutout). With the paste
+    (``aug.plan.pair``) the item is ``(clean, augmented, label, index)`` where clean is the crop / flip of the
+    image and nothing else, and the augmented view has the same crop and flip, so a box means the same pixels
+    in both. ImageNet-style data add ColorJitter (``aug.color_jitter``) and PCA lighting (``aug.lighting``) to
+    the view trained on, after the policy; they are not part of the clean image.
+    """
 
     def __init__(self, base, data_cfg, aug_cfg) -> None:
         super().__init__(base, data_cfg)
         size = data_cfg.image_size
         if data_cfg.imagenet_style:
-            self.geometric = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-                                        T.ColorJitter(0.4, 0.4, 0.4)])
+            self.geometric = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
+            jitter, alphastd = aug_cfg.color_jitter, aug_cfg.lighting
         else:
             self.geometric = T.Compose([T.RandomCrop(size, padding=data_cfg.pad), T.RandomHorizontalFlip()])
-        self.lighting = Lighting(0.1) if data_cfg.imagenet_style else None
+            jitter = alphastd = 0.0
+        self.colour = T.ColorJitter(jitter, jitter, jitter) if jitter else None
+        self.lighting = Lighting(alphastd) if alphastd else None
         self.image_op = image_transform(aug_cfg)
+        self.before_crop = aug_cfg.policy_order == "before_crop"
         self.pair = aug_cfg.plan.pair
         self.to_tensor = T.PILToTensor()
 
@@ -175,16 +208,26 @@ class TrainView(_View):
         if isinstance(loaded, Corrupt):
             return loaded
         img, label = loaded
-        clean = self.geometric(img)
+        clean = None
         if self.image_op is None:
-            views = (self.to_tensor(clean),)
-        elif self.pair:
-            views = (self.to_tensor(clean), self.to_tensor(self.image_op(clean)))
+            view = self.geometric(img)
+        elif self.before_crop:
+            augmented = self.image_op(img)
+            if self.pair:
+                view, clean = same_draws(self.geometric, augmented, img)
+            else:
+                view = self.geometric(augmented)
         else:
-            views = (self.to_tensor(self.image_op(clean)),)
+            clean = self.geometric(img)
+            view = self.image_op(clean)
+        if self.colour is not None:
+            view = self.colour(view)
+        view = self.to_tensor(view)
         if self.lighting is not None:
-            views = self.lighting(*views)
-        return (*views, label, i)
+            view = self.lighting(view)[0]
+        if self.pair:
+            return self.to_tensor(clean), view, label, i
+        return view, label, i
 
 
 class EvalView(_View):

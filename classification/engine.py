@@ -80,7 +80,8 @@ class Trainer(TrainerBase):
         if cfg.optim.lr_reference_batch:
             lr *= cfg.data.batch_size * self.info.world_size / cfg.optim.lr_reference_batch
         self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr, momentum=cfg.optim.momentum,
-                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay,
+                                         **self.optimizer_options())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.train.epochs, self.steps_per_epoch))
         self.model = self.distribute(self.module)
@@ -134,9 +135,9 @@ class Trainer(TrainerBase):
                 loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
         self.optimizer_step(loss, self.module.parameters())
         loss = loss.detach()
-        hits = (logits.argmax(1) == y).sum()
-        n = len(batch)
-        return StepStats(loss, torch.stack([loss.float() * n, hits.float(), hits.new_tensor(n).float()]))
+        hits = (logits.argmax(1) == y).sum().float()
+        n = len(batch)  # full_like: a fill on the device, not a host-to-device copy
+        return StepStats(loss, torch.stack([loss.float() * n, hits, torch.full_like(hits, n)]))
 
     def epoch_metrics(self, sums: list[float], steps: int, seconds: float, skipped: int) -> dict:
         loss_sum, hits, n = sums

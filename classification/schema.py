@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from core.engine.sections import SaliencyConfig, TrainConfig
 
-from .augment import AugPlan, plan
+from .augment import POLICY_ORDERS, AugPlan, plan
 
 LOADERS = ("auto", "device", "workers")
 
@@ -22,6 +22,11 @@ class ModelConfig:
     channels_last: bool = False  # CUDA
     compile: bool = False  # torch.compile the training forward
 
+    def validate(self) -> None:
+        from .models import check_model_kwargs  # the model entry points' signatures
+
+        check_model_kwargs(self.name, self.kwargs)
+
 
 @dataclass
 class DataConfig:
@@ -32,7 +37,7 @@ class DataConfig:
     val_split: str = "test"  # "val" for ImageNet
     image_size: int = 32
     pad: int = 4  # CIFAR random crop padding
-    imagenet_style: bool = False  # RandomResizedCrop + ColorJitter 0.4 + PCA lighting; val Resize + CenterCrop
+    imagenet_style: bool = False  # RandomResizedCrop + flip (+ aug.color_jitter, aug.lighting); val Resize + CenterCrop
     batch_size: int = 128  # per process
     workers: int = 4
     loader: str = "auto"  # auto | device | workers: device-resident data (CIFAR-sized) or DataLoader workers
@@ -73,16 +78,32 @@ class AugConfig(SaliencyConfig):
     erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 1 / 0.3])
     uda_cutout: int = 16  # aug.image=uda_randaugment: side of its final Cutout (UDA cutout_numpy size=16; 0 = off)
+    # where the image policy runs: after_crop (on the crop / flip: torchvision, timm, the ImageNet AutoAugment
+    # code) | before_crop (on the stored image, then pad-crop / flip: AutoAugment's CIFAR data_utils.py)
+    policy_order: str = "after_crop"
+    cutmix_mode: str = "elem"  # elem (one lambda / box per image) | batch (one per batch: CutMix-PyTorch train.py)
+    cutout_area: float = 0.0  # > 0: plain Cutout cutting this many px per image on average (area-matched control)
+    color_jitter: float = 0.4  # data.imagenet_style only: ColorJitter brightness / contrast / saturation (0 = off)
+    lighting: float = 0.1  # data.imagenet_style only: PCA lighting alphastd (CutMix-PyTorch utils.Lighting; 0 = off)
 
     def validate(self) -> None:
         super().validate()
+        if self.policy_order not in POLICY_ORDERS:
+            raise ValueError(f"aug.policy_order must be one of {', '.join(POLICY_ORDERS)}, got {self.policy_order!r}")
+        if self.color_jitter < 0 or self.lighting < 0:
+            raise ValueError(f"aug.color_jitter and aug.lighting must be >= 0 (0 = off), got {self.color_jitter}, "
+                             f"{self.lighting}")
+        if self.cutout_area < 0:
+            raise ValueError(f"aug.cutout_area must be >= 0 (0 = off: Cutout of side aug.length), "
+                             f"got {self.cutout_area}")
         _ = self.plan  # the preset and the components: names and combinations
 
     @property
     def plan(self) -> AugPlan:
         """The resolved pipeline (:func:`classification.augment.plan`), computed once per combination of
-        ``method`` / ``image`` / ``region`` / ``keep_cut`` / ``keep_paste``."""
-        key = (self.method, self.image, self.region, self.keep_cut, self.keep_paste)
+        ``method`` / ``image`` / ``region`` / ``keep_cut`` / ``keep_paste`` (and the keys it checks them with)."""
+        key = (self.method, self.image, self.region, self.keep_cut, self.keep_paste, self.cutmix_mode,
+               self.cutout_area)
         cached = self.__dict__.get("_plan")
         if cached is None or cached[0] != key:
             self.__dict__["_plan"] = cached = (key, plan(self))

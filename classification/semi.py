@@ -1,5 +1,6 @@
 """Semi-supervised pieces for UDA (Xie et al., NeurIPS 2020) with KeepRandAugment (KeepAugment Table 7):
-the labelled / unlabelled split, the consistency loss and training-signal annealing.
+the labelled / unlabelled split (UDA's first images, or a class-balanced draw), the consistency loss and
+training-signal annealing.
 
 Reference: google-research/uda ``image/main.py`` (KL between the temperature-sharpened prediction on the
 clean image, with no gradient, and the prediction on the strongly augmented image, masked by the clean
@@ -15,10 +16,34 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+SPLITS = ("first", "balanced")
+
+
+def first_split(labels: list[int], n_labels: int) -> tuple[list[int], list[int]]:
+    """UDA's labelled set (``uda.split=first``): the first ``n_labels`` training images in the stored order, as
+    google-research/uda ``image/preprocess.py`` ``get_data_by_size_lim`` with ``use_equal_split=False`` ("use the
+    same labeled data as in AutoAugment": ``images[:sup_size]`` of ``data_batch_1`` .. ``data_batch_5``
+    concatenated, which is torchvision's ``CIFAR10`` order). Class-sorted data (an ImageFolder layout, where
+    that order is lost) are refused: their first images are one or two classes. ``labels`` are read only for
+    that check."""
+    if not 0 < n_labels <= len(labels):
+        raise ValueError(f"uda.labels ({n_labels}) must be in [1, {len(labels)}] (the training set's size)")
+    if len(set(labels)) > 1 and all(a <= b for a, b in zip(labels, labels[1:])):
+        covered = len(set(labels[:n_labels]))
+        raise ValueError(
+            f"uda.split=first takes the first {n_labels} training images in their stored order (UDA's labelled set: "
+            f"the first 4,000 of CIFAR-10's original order, torchvision's cifar-10-batches-py/), but this training "
+            f"set is sorted by class (an ImageFolder layout such as ../shared/data/cifar10-jpeg.tar.gz, where the "
+            f"original order is lost): its first {n_labels} images cover {covered} of {len(set(labels))} classes. "
+            f"Use torchvision's CIFAR-10 format, or uda.split=balanced (a class-balanced draw chosen by "
+            f"uda.split_seed)")
+    return list(range(n_labels)), list(range(n_labels, len(labels)))
+
 
 def labelled_split(labels: list[int], n_labels: int, num_classes: int, seed: int) -> tuple[list[int], list[int]]:
-    """``n_labels`` indices balanced over classes (``n_labels / num_classes`` each), chosen by ``seed``;
-    the unlabelled set is every other index. Both sorted."""
+    """``uda.split=balanced``: ``n_labels`` indices balanced over classes (``n_labels / num_classes`` each), drawn
+    at random by ``seed``; the unlabelled set is every other index. Both sorted. (UDA's own
+    ``use_equal_split=True`` takes the *first* ``n_labels / num_classes`` of each class instead.)"""
     if n_labels % num_classes:
         raise ValueError(f"uda.labels ({n_labels}) must be a multiple of the number of classes ({num_classes})")
     per_class = n_labels // num_classes
@@ -36,8 +61,9 @@ def labelled_split(labels: list[int], n_labels: int, num_classes: int, seed: int
     return sorted(chosen), [i for i in range(len(labels)) if i not in chosen_set]
 
 
-def save_split(path: str | Path, labelled: list[int], unlabelled: list[int], seed: int) -> None:
-    Path(path).write_text(json.dumps({"seed": seed, "labelled": labelled, "num_unlabelled": len(unlabelled)}))
+def save_split(path: str | Path, labelled: list[int], unlabelled: list[int], seed: int, kind: str = "balanced") -> None:
+    Path(path).write_text(json.dumps({"split": kind, "seed": seed, "labelled": labelled,
+                                      "num_unlabelled": len(unlabelled)}))
 
 
 def load_split(path: str | Path) -> list[int]:

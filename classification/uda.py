@@ -15,12 +15,22 @@ The data follow google-research/uda (commit 960684e363251772a5938451d4d2bc0f1da9
   training set, the labelled images included; ``uda.unlabelled=all`` (default) does that, ``rest`` keeps only
   the images not in the labelled split.
 
+* labelled set (``uda.split``): ``first`` (default) takes the first ``uda.labels`` training images, as
+  ``image/preprocess.py`` ``get_data_by_size_lim`` with ``use_equal_split=False`` ("the same labeled data as in
+  AutoAugment"); that order exists in torchvision's CIFAR-10 format, not in a class-sorted ImageFolder layout,
+  which ``first`` refuses (an error naming ``uda.split`` when the split is drawn); ``balanced`` draws ``uda.labels /
+  classes`` per class at random (``uda.split_seed``). The split is saved as ``split.json`` and reused on resume.
+
 Loss = CE(labelled) (optionally with TSA) + ``uda.coeff`` * UDA consistency (see :mod:`classification.semi`).
 With ``aug.method=keep_randaugment`` the strong view gets a high-saliency region of a clean image pasted
 back, the saliency taken from the **max logit** (no labels) of the model being trained. As the clean view
 has its own crop, the paste's source is a third view: the clean image under the strong view's flip and crop
 (replayed from the same random draws), so the pasted pixels land where they belong; the consistency target
-is still the independent clean view.
+is still the independent clean view. The paste goes **before** UDA's final Cutout, as on CIFAR the paste
+comes before the region op: the Cutout is applied in the loader (on the stored image, then cropped and
+flipped with it), but the strong view carries its box as an alpha channel (0 = cut,
+:meth:`~classification.uda_randaugment.UDARandAugment.marked`), and after the paste those pixels are set back
+to the strong view's own (the Cutout's fill), so the paste cannot undo the Cutout.
 """
 
 from __future__ import annotations
@@ -38,13 +48,26 @@ from core.engine.trainer import StepStats
 from .data import EVAL_COLLATE, EvalView, TrainView, base_dataset, limit
 from .engine import Trainer
 from .schema import ClsConfig
-from .semi import labelled_split, load_split, save_split, supervised_loss, tsa_threshold, uda_consistency
+from .semi import (
+    SPLITS,
+    first_split,
+    labelled_split,
+    load_split,
+    save_split,
+    supervised_loss,
+    tsa_threshold,
+    uda_consistency,
+)
+from .uda_randaugment import UDARandAugment
 
 
 @dataclass
 class UDAConfig:
-    labels: int = 4000  # labelled images, balanced over classes
-    split_seed: int = 0
+    labels: int = 4000  # labelled images
+    # first: the first `labels` training images (UDA image/preprocess.py, use_equal_split=False; needs the
+    # original CIFAR-10 order) | balanced: labels / classes per class, drawn with split_seed
+    split: str = "first"
+    split_seed: int = 0  # uda.split=balanced
     unsup_ratio: int = 5  # unlabelled batch = unsup_ratio x data.batch_size
     temperature: float = 0.4  # sharpening of the clean prediction (<= 0: off)
     threshold: float = 0.8  # confidence mask on the clean prediction (< 0: off)
@@ -71,6 +94,8 @@ class SemiConfig(ClsConfig):
             raise ValueError("aug.saliency_target must be max_logit for UDA: unlabelled images have no label")
         if self.uda.unlabelled not in ("all", "rest"):
             raise ValueError(f"uda.unlabelled must be all or rest, got {self.uda.unlabelled!r}")
+        if self.uda.split not in SPLITS:
+            raise ValueError(f"uda.split must be one of {', '.join(SPLITS)}, got {self.uda.split!r}")
 
 
 def uda_geometric(view: TrainView, data_cfg) -> TrainView:
@@ -86,7 +111,9 @@ class UnlabelledView(Dataset):
     """Unlabelled images as (clean, strong[, paste source], index); reads the image only, never its label.
 
     clean = crop/flip(image); strong = crop/flip'(policy(image)), with its own crop/flip draws; with a keep
-    paste (``view.pair``) also crop/flip'(image): the clean image under the strong view's draws, replayed."""
+    paste (``view.pair``) also crop/flip'(image): the clean image under the strong view's draws, replayed.
+    With a paste and UDA's RandAugment the strong view is RGBA, alpha 0 on the final Cutout's box (moved by
+    the same crop/flip): the trainer applies that Cutout after the paste."""
 
     def __init__(self, view: TrainView, indices: list[int]) -> None:
         self.view, self.indices = view, indices
@@ -104,7 +131,8 @@ class UnlabelledView(Dataset):
             raise
         v = self.view
         clean = v.geometric(img)
-        augmented = v.image_op(img)
+        marked = v.pair and isinstance(v.image_op, UDARandAugment) and v.image_op.cutout > 0
+        augmented = v.image_op.marked(img) if marked else v.image_op(img)
         state = torch.get_rng_state()
         views = [v.to_tensor(clean), v.to_tensor(v.geometric(augmented))]
         if v.pair:
@@ -150,6 +178,8 @@ class UDATrainer(Trainer):
         split_file = self.out / "split.json"
         if split_file.is_file():
             labelled = load_split(split_file)
+        elif cfg.uda.split == "first":  # UDA's: the first uda.labels images (refused on class-sorted data)
+            labelled, _ = first_split(base.labels, cfg.uda.labels)
         else:
             labelled, _ = labelled_split(base.labels, cfg.uda.labels, cfg.model.num_classes, cfg.uda.split_seed)
         chosen = set(labelled)
@@ -157,7 +187,7 @@ class UDATrainer(Trainer):
         unlabelled = [i for i in range(len(base)) if cfg.uda.unlabelled == "all" or i not in chosen]
         if self.info.is_main and not split_file.is_file():
             self.out.mkdir(parents=True, exist_ok=True)
-            save_split(split_file, labelled, unlabelled, cfg.uda.split_seed)
+            save_split(split_file, labelled, unlabelled, cfg.uda.split_seed, cfg.uda.split)
         sup_aug = replace(cfg.aug, method="none", image="", region="", keep_cut=None, keep_paste=None)
         self.labelled_set = Subset(uda_geometric(TrainView(base, cfg.data, sup_aug), cfg.data), labelled)
         self.unlabelled_set = UnlabelledView(uda_geometric(TrainView(base, cfg.data, cfg.aug), cfg.data), unlabelled)
@@ -192,11 +222,18 @@ class UDATrainer(Trainer):
     def run_step(self, batch: Batch) -> StepStats:
         cfg, unl = self.cfg, batch.unlabelled
         x_l, y = self.normalize(batch.images), self.to_device(batch.labels)
-        clean, strong = self.normalize(unl.weak), self.normalize(unl.images)
+        clean, strong, final_cut = self.normalize(unl.weak), unl.images, None
+        if strong.shape[1] == 4:  # RGBA: alpha 0 marks UDA's final Cutout, to be applied after the paste
+            strong = self.to_device(strong)
+            final_cut = strong[:, 3:] == 0
+            strong = strong[:, :3]
+        strong = self.normalize(strong)
         if self.keep is not None:  # saliency (max logit) and paste from the clean image under the strong crop/flip
             source = self.normalize(unl.clean)
             with self.autocast():
-                strong = self.keep(self.backbone, source, None, x_aug=strong, generator=self.generator).x
+                pasted = self.keep(self.backbone, source, None, x_aug=strong, generator=self.generator).x
+            # the paste comes before UDA's final Cutout: inside the Cutout the strong view's own (filled) pixels
+            strong = pasted if final_cut is None else torch.where(final_cut, strong, pasted)
         total = cfg.train.epochs * self.steps_per_epoch
         with self.autocast():
             logits, _ = self.forward(torch.cat([x_l, clean, strong]))

@@ -227,6 +227,17 @@ class UDARandAugment:
         ops, center = self.draw(img.height, img.width)
         return self.apply(img, ops, center)
 
+    def marked(self, img: Image.Image) -> Image.Image:
+        """:meth:`__call__` (the same draws, the same RGB) as RGBA whose alpha is 0 on the final Cutout's box and
+        255 elsewhere: the crop / flip that follow move the mark with the content, so a selective paste done
+        later (on the device) can be put *under* the final Cutout (:class:`classification.uda.UDATrainer`)."""
+        ops, center = self.draw(img.height, img.width)
+        out = np.array(self.apply(img, ops, center).convert("RGBA"))
+        if center is not None:
+            top, bottom, left, right = cutout_box(center, self.cutout, out.shape[0], out.shape[1])
+            out[top:bottom, left:right, 3] = 0
+        return Image.fromarray(out, "RGBA")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_ops={self.num_ops}, magnitudes=1..9, p={PROB}, cutout={self.cutout}, " \
                f"fill={self.fill})"

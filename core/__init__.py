@@ -7,6 +7,8 @@ Approach", CVPR 2021. This package imports only torch; nothing here does I/O or 
 from .compose import KeepPipeline
 from .early_head import EarlyHead
 from .keep import OPS, KeepAugment, KeepOutput, KeepParams
+from .layout import LAYOUTS
+from .model_io import fixed_input_size, select_logits
 from .ops import box_area_fraction, boxes_to_mask, cutmix, cutout, erase, mix_targets, paste
 from .policy import random_boxes, selective_boxes
 from .regions import anchor_boxes, region_scores, summed_area_table
@@ -20,6 +22,7 @@ from .sampling import (
     sample_gamma,
     select_anchors,
 )
+from .wrappers import BackboneWithHead
 
 __all__ = [
     "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "KeepPipeline", "anchor_boxes", "box_area_fraction",
@@ -27,4 +30,5 @@ __all__ = [
     "paste", "random_boxes", "region_scores", "region_threshold", "saliency_map", "sample_beta",
     "sample_cutmix_sizes", "sample_erasing_sizes", "sample_gamma", "select_anchors", "selective_boxes",
     "summed_area_table", "unwrap_model",
+    "BackboneWithHead", "LAYOUTS", "fixed_input_size", "select_logits",
 ]

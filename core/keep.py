@@ -15,6 +15,7 @@ deterministic given them.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,8 @@ from torch import nn
 
 from . import ops
 from ._checks import check_batch, check_batched, check_images, check_range, check_tau
+from .grad_scale import SaliencyScaler
+from .model_io import Output
 from .policy import random_boxes, selective_boxes
 from .regions import REDUCTIONS
 from .saliency import TARGETS, saliency_map
@@ -34,16 +37,24 @@ _PLACEMENT = {"cutout": "clip", "erasing": "inside", "cutmix": "clip", "paste": 
 
 @dataclass
 class KeepParams:
-    """The random choices for one batch: boxes ``(B, 4)``, CutMix partners, the saliency used."""
+    """The random choices for one batch: boxes ``(B, 4)``, CutMix partners, the saliency used and how many
+    of its maps are all zero."""
 
     boxes: torch.Tensor
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
+    zero_saliency: torch.Tensor | None = None
 
 
 @dataclass
 class KeepOutput:
-    """Augmented batch, its targets (soft ``(B, K)`` for CutMix), and the choices that made it."""
+    """Augmented batch, its targets (soft ``(B, K)`` for CutMix), and the choices that made it.
+
+    ``zero_saliency`` (selective ops): a 0-d int64 tensor on the batch's device, the number of images whose
+    saliency map is all zero, for which the selective op drew uniformly like the plain op (a float16 pass
+    that underflowed, or a model with no input gradient). It is never read on an accelerator (no host sync):
+    read it where the loop already syncs, e.g. ``int(out.zero_saliency)`` when logging.
+    """
 
     x: torch.Tensor
     target: torch.Tensor | None
@@ -52,6 +63,7 @@ class KeepOutput:
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
     paste_boxes: torch.Tensor | None = None  # a KeepPipeline's paste step, before its region op
+    zero_saliency: torch.Tensor | None = None
 
 
 class KeepAugment:
@@ -68,6 +80,9 @@ class KeepAugment:
         low_res: compute the saliency at ``low_res_factor`` resolution (bicubic).
         early_head: an :class:`~core.early_head.EarlyHead`; saliency from its logits.
         saliency_dtype: autocast dtype of the saliency pass (e.g. ``torch.bfloat16``; None = as the caller).
+            A float16 pass keeps a running loss scale per device (:mod:`core.grad_scale`).
+        output: for a model that does not return a logits tensor (tuple, dict): the key, index or callable
+            that picks its ``(B, K)`` logits.
         p: probability of applying the op to each image.
         fill: Cutout fill (number or per-channel), or Random Erasing fill (``"random"``,
             ``"channel_random"``, ``"mean"``, number, per-channel).
@@ -100,6 +115,7 @@ class KeepAugment:
         cutmix_beta: float = 1.0,
         num_classes: int | None = None,
         region_score: str = "sum",
+        output: Output = None,
     ) -> None:
         if op not in OPS:
             raise ValueError(f"op must be one of {OPS}, got {op!r}")
@@ -122,7 +138,9 @@ class KeepAugment:
             raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}")
         if region_score not in REDUCTIONS:
             raise ValueError(f"region_score must be one of {REDUCTIONS}, got {region_score!r}")
-        self.region_score = region_score
+        self.region_score, self.output = region_score, output
+        self._grad_scales: dict[torch.device, SaliencyScaler] = {}  # running float16 loss scale per device
+        self._warned_zero = False
         self.op, self.selective, self.tau, self.target = op, selective, float(tau), target
         self.size = 16 if size is None and op in ("cutout", "paste") else size
         self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
@@ -167,9 +185,25 @@ class KeepAugment:
 
     def saliency(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The saliency ``(B, H, W)`` this step uses (label or max logit, full or low resolution)."""
+        if x.device not in self._grad_scales:
+            self._grad_scales[x.device] = SaliencyScaler(x.device)
         return saliency_map(model, x, y, mode=self.target,
                             low_res_factor=self.low_res_factor if self.low_res else 1.0,
-                            early_head=self.early_head, autocast_dtype=self.saliency_dtype)
+                            early_head=self.early_head, autocast_dtype=self.saliency_dtype, output=self.output,
+                            grad_scale=self._grad_scales[x.device])
+
+    def _count_zero(self, sal: torch.Tensor) -> torch.Tensor:
+        """Images whose map is all zero (0-d int64, on the device). Warned about once, on the CPU only,
+        where reading it costs no device sync."""
+        zero = (sal.flatten(1).amax(1) == 0).sum()
+        if zero.device.type == "cpu" and not self._warned_zero and bool(zero):
+            self._warned_zero = True
+            warnings.warn(f"{int(zero)} of {sal.shape[0]} saliency maps are all zero, so the selective op drew "
+                          f"those boxes uniformly: a float16 saliency pass that underflowed (use "
+                          f"saliency_dtype=torch.bfloat16 or float32), or logits that do not depend on the input "
+                          f"(a zero-initialised classifier)? KeepOutput.zero_saliency counts them (warned once)",
+                          stacklevel=2)
+        return zero
 
     @torch.no_grad()
     def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -198,7 +232,7 @@ class KeepAugment:
         else:
             boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
         perm = torch.randperm(b, generator=generator, device=x.device) if self.op == "cutmix" else None
-        return KeepParams(boxes, perm, sal)
+        return KeepParams(boxes, perm, sal, self._count_zero(sal) if sal is not None else None)
 
     @torch.no_grad()
     def apply(self, params: KeepParams, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -220,7 +254,8 @@ class KeepAugment:
             if x_aug is None:
                 raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
             out = ops.paste(x_aug, x, params.boxes)
-        return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency)
+        return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency,
+                          zero_saliency=params.zero_saliency)
 
     def __call__(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
                  x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:

@@ -15,8 +15,11 @@ returns float32. It needs autograd, so it refuses to run under ``torch.inference
 accepted as inputs outside it.
 
 Low-resolution saliency (Sec. 3.1) runs the pass on a bicubic-downscaled copy and maps the map back to
-full resolution (bilinear, non-negative). An :class:`core.early_head.EarlyHead` makes the pass stop at
-its hook point and take the auxiliary logits, so backprop only traverses the modules before it.
+full resolution (bilinear, non-negative); a model that declares a fixed input size (timm ViT / DeiT / Swin
+without ``dynamic_img_size=True``, torchvision ViT) is an error naming ``low_res``. An
+:class:`core.early_head.EarlyHead` makes the pass stop at its hook point and take the auxiliary logits, so
+backprop only traverses the modules before it. A float16 pass scales its backward (:mod:`core.grad_scale`).
+A model returning a tuple or a dict needs ``output=`` to pick its logits (:mod:`core.model_io`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_batched, check_images
+from .grad_scale import INIT_SCALE, SaliencyScaler, pass_dtype, unscale
+from .model_io import Output, fixed_input_size, low_res_error, select_logits
+from .wrappers import unwrap_model
 
 TARGETS = ("label", "max_logit")
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The inner module of DDP / DataParallel (and nested) wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+__all__ = ["TARGETS", "downscale", "eval_mode", "saliency_map", "unwrap_model"]
 
 
 @contextlib.contextmanager
@@ -71,6 +71,8 @@ def saliency_map(
     low_res_factor: float = 1.0,
     early_head: nn.Module | None = None,
     autocast_dtype: torch.dtype | None = None,
+    output: Output = None,
+    grad_scale: float | SaliencyScaler | None = None,
 ) -> torch.Tensor:
     """Saliency ``(B, H, W)`` float32, non-negative, at the resolution of ``x``.
 
@@ -86,6 +88,11 @@ def saliency_map(
         autocast_dtype: run this pass under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``)
             whatever the caller's context: a cheaper pass whose map ranks regions like the float32
             one (the map itself is returned in float32). None keeps the caller's autocast state.
+        output: for a model that does not return a logits tensor: a key, an index or a callable that
+            picks the ``(B, K)`` logits from its output (see :func:`core.model_io.select_logits`).
+        grad_scale: loss scale of a float16 pass (ignored for other dtypes): a number, or a running
+            :class:`~core.grad_scale.SaliencyScaler` on ``x``'s device, updated in place; None = 2**12.
+            In a float16 pass an image whose scaled gradient overflows gets an all-zero map.
 
     Raises:
         RuntimeError: when called under ``torch.inference_mode()``, where autograd is unavailable.
@@ -102,28 +109,64 @@ def saliency_map(
     net = unwrap_model(model)
     height, width = x.shape[2:]
     inp = _usable(downscale(x.detach().float(), low_res_factor).to(_input_dtype(net)))
+    low = tuple(inp.shape[2:]) if low_res_factor != 1.0 else None
+    fixed = fixed_input_size(net) if low is not None else None
+    if fixed is not None and fixed != low:
+        raise ValueError(low_res_error(net, low, (height, width), low_res_factor, fixed))
+    scaler = grad_scale if isinstance(grad_scale, SaliencyScaler) else None
+    scale = None  # only float16 passes are scaled
+    if pass_dtype(x.device, autocast_dtype, inp.dtype) == torch.float16:
+        scale = scaler.scale if scaler is not None else INIT_SCALE if grad_scale is None else grad_scale
+
+    def low_res_failure(err: AssertionError) -> RuntimeError:
+        return RuntimeError(low_res_error(net, low, (height, width), low_res_factor, None))
+
+    grad = _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale,
+                           low_res_failure if low is not None else None)
+    sal = grad.abs().amax(dim=1).float()
+    if scale is not None:
+        sal, overflowed = unscale(sal, scale)
+        if scaler is not None:
+            scaler.update(sal, overflowed)
+    if sal.shape[1:] != (height, width):
+        sal = F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    return sal
+
+
+def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale, low_res_failure):
+    """d(chosen logit, times ``scale`` when given) / d(input) for ``inp``, in eval mode with grad enabled;
+    a model's own size assertion during a low-res pass becomes ``low_res_failure(err)``."""
     inp.requires_grad_(True)
-    cast = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+    cast = (torch.autocast(inp.device.type, dtype=autocast_dtype) if autocast_dtype is not None
             else contextlib.nullcontext())
     with eval_mode(net), torch.enable_grad(), cast:
-        logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
-        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        try:
+            logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
+        except AssertionError as err:  # a model's own size check (timm _assert, torch._assert)
+            if low_res_failure is None:
+                raise
+            raise low_res_failure(err) from err
+        if early_head is None:
+            logits = select_logits(logits, output)
+        if logits.dim() != 2 or logits.shape[0] != inp.shape[0]:
             raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")
         if mode == "label":
             chosen = logits.gather(1, target.to(logits.device).long()[:, None])
         else:
             chosen = logits.max(dim=1).values
-        (grad,) = torch.autograd.grad(chosen.float().sum(), inp)
-    sal = grad.abs().amax(dim=1).float()
-    if sal.shape[1:] != (height, width):
-        sal = F.interpolate(sal[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-    return sal
+        objective = chosen.float().sum()
+        (grad,) = torch.autograd.grad(objective if scale is None else objective * scale, inp)
+    return grad
 
 
 def _check_target(target: torch.Tensor | None, batch: int) -> None:
     if target is None:
         raise ValueError("target is required when mode='label' (use mode='max_logit' for unlabelled data)")
     check_batched(target, batch, "target")
+    if target.dim() == 2 and target.is_floating_point():
+        raise ValueError(f"target must be (B,) class indices for the label's saliency, got soft (B, K) targets "
+                         f"{tuple(target.shape)}: use the max logit instead (KeepAugment(target='max_logit'), "
+                         f"saliency_map(mode='max_logit')), which needs no labels, or pass y.argmax(1)")
     if target.dim() != 1 or target.is_floating_point():
         raise ValueError(f"target must be (B,) class indices, got {target.dtype} {tuple(target.shape)}")
 

@@ -79,16 +79,19 @@ class ReidTrainer(TrainerBase):
             self.module = self.module.to(memory_format=torch.channels_last)
         self.generator = self.seed_rank_streams()
         params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.center_optimizer = torch.optim.SGD(self.center.parameters(), lr=cfg.optim.center_lr)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                          **self.optimizer_options())
+        self.center_optimizer = torch.optim.SGD(self.center.parameters(), lr=cfg.optim.center_lr,
+                                                **self.optimizer_options())
         self.extra_optimizers = [(self.center_optimizer, self.scale_center_grads)]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_multistep(cfg.optim))
         self.keep = None
         if cfg.aug.erasing:
-            # fill 0 in normalised space = the mean colour in pixel space (BoT fills normalised space with
-            # the mean's raw values instead, RECIPES.md A.1)
+            # aug.erasing_fill: bot (default: BoT's mean values written into normalised space), mean (0 in
+            # normalised space = the mean colour) or random (per-pixel normal); see reid.schema.AugConfig
             a = cfg.aug
-            self.keep = keep_from_config("erasing", a, selective=a.keep, p=a.erasing_prob, fill=0.0,
+            self.keep = keep_from_config("erasing", a, selective=a.keep, p=a.erasing_prob,
+                                         fill=a.erasing_fill_value(cfg.data.mean),
                                          erasing_area=tuple(a.erasing_area), erasing_ratio=tuple(a.erasing_ratio))
         self.model = self.distribute(self.module)
         train = ReidImages(self.dataset.train, cfg.data, train=True)

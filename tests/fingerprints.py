@@ -24,17 +24,20 @@ CLS_TINY = ["data.dataset=sample", "data.root=", "data.batch_size=16", "data.wor
             "data.limit_val=32", "model.kwargs={width: 4}", "train.epochs=2", "train.max_steps_per_epoch=2",
             "train.tensorboard=false", "train.progress=false", "train.deterministic=true", "aug.length=8"]
 UDA_TINY = ["data.dataset=sample", "data.root=", "data.batch_size=10", "data.workers=0", "data.limit_val=40",
-            "model.kwargs={}", "uda.labels=100", "uda.unsup_ratio=2", "train.epochs=2", "train.max_steps_per_epoch=2",
+            "model.kwargs={}", "uda.labels=100", "uda.split=balanced", "uda.unsup_ratio=2", "train.epochs=2",
+            "train.max_steps_per_epoch=2",
             "train.tensorboard=false", "train.progress=false", "train.deterministic=true", "uda.threshold=0.1"]
 REID_TINY = [f"data.root={MINI}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2", "data.height=64",
              "data.width=32", "data.pad=4", "data.workers=0", "data.test_batch=128", "train.device=cpu",
              "train.progress=false", "train.tensorboard=false", "train.deterministic=true", "optim.warmup_epochs=0",
-             "optim.lr=0.001", "train.max_steps_per_epoch=4", "train.epochs=2", "eval.every=2", "aug.keep=true"]
+             "optim.lr=0.001", "train.max_steps_per_epoch=4", "train.epochs=2", "eval.every=2", "aug.keep=true",
+             "aug.erasing_fill=mean"]  # mean: the fill before aug.erasing_fill existed (BoT quirk is the default)
 
 RUNS = {
     "cls_cutout": ("cls", ["aug.method=cutout"]),
     "cls_keep_cutout": ("cls", ["aug.method=keep_cutout", "aug.low_res=true", "aug.early_head=true"]),
     "cls_keep_aa_cutout": ("cls", ["aug.method=keep_autoaugment_cutout", "optim.clip_grad_norm=5"]),
+    "uda_randaugment": ("uda", ["aug.method=randaugment"]),
     "uda_keep": ("uda", ["aug.method=keep_randaugment"]),
     "reid_keep": ("reid", []),
 }

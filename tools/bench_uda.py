@@ -6,7 +6,9 @@ mean ± std test top-1, mask rate and images/s, as a table and JSON. ``--arms`` 
     python tools/bench_uda.py --data ../shared/data/cifar10-jpeg.tar.gz --preset cpu   # reduced, 2 cores
     python tools/bench_uda.py --data /data/cifar10 --preset gpu                         # WRN-28-2, one H100
 
-``--data`` is a CIFAR-10 folder or the JPEG archive (extracted once into ``--cache``).
+``--data`` is a CIFAR-10 folder or the JPEG archive (extracted once into ``--cache``). The presets draw a
+class-balanced labelled set per seed (``uda.split=balanced``, seeded by ``uda.split_seed``): the JPEG copy is
+sorted by class, so UDA's own split (the first images in CIFAR-10's stored order) does not exist there.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ PRESETS = {
     "cpu": dict(seeds=2, overrides=[
         "model.name=cifar_resnet18", "model.kwargs={width: 16}", "uda.labels=250", "data.batch_size=16",
         "uda.unsup_ratio=2", "train.epochs=3", "train.max_steps_per_epoch=100", "data.workers=0",
-        "train.device=cpu", "data.limit_val=2000"]),
+        "train.device=cpu", "data.limit_val=2000", "uda.split=balanced"]),
     # one H100: WRN-28-2, 4,000 labels, the UDA batch (64 + 5 x 64), 5 x 1,000 steps
     "gpu": dict(seeds=2, overrides=["uda.labels=4000", "train.epochs=5", "train.max_steps_per_epoch=1000",
                                     "data.workers=8", "train.amp=bf16", "model.channels_last=true",
-                                    "train.device=cuda"]),
+                                    "train.device=cuda", "uda.split=balanced"]),
 }
 
 

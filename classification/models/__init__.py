@@ -8,6 +8,7 @@ given by :func:`early_hook_point`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torchvision
@@ -30,14 +31,48 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def model_arguments(name: str) -> list[str] | None:
+    """The keyword arguments (``model.kwargs``) the entry point ``name`` accepts besides ``num_classes``,
+    from its signature; None for ``timm:<name>`` (timm hands them to the model class: checked when building)."""
+    if name.startswith("timm:"):
+        return None
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(_MODELS)} or 'timm:<name>'")
+    params = inspect.signature(_MODELS[name]).parameters
+    names = [p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    if any(v.kind is v.VAR_KEYWORD for v in params.values()):  # torchvision's resnet50(*, weights, progress,
+        names += [p for p in inspect.signature(torchvision.models.ResNet).parameters  # **kwargs) -> ResNet(...)
+                  if p not in ("block", "layers")]
+    return sorted(set(names) - {"num_classes"})
+
+
+def check_model_kwargs(name: str, kwargs: dict) -> None:
+    """``model.kwargs`` must be arguments of the model's entry point: a misspelt one is an error naming it
+    and what the model accepts (instead of a TypeError when the model is built)."""
+    accepted = model_arguments(name)
+    if accepted is None:
+        return
+    if "num_classes" in kwargs:
+        raise ValueError("model.kwargs: set model.num_classes instead of model.kwargs.num_classes")
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"model.kwargs: {name} takes no argument {', '.join(unknown)}; it accepts "
+                         f"{', '.join(accepted) or 'none'} (kwargs inherited through _BASE_ are merged: "
+                         "'model.kwargs={}' clears them)")
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build a registered model, or a timm model as ``timm:<name>``."""
+    check_model_kwargs(name, kwargs)
     if name.startswith("timm:"):
         import timm
 
-        return timm.create_model(name[5:], num_classes=num_classes, **kwargs)
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(_MODELS)} or 'timm:<name>'")
+        try:
+            return timm.create_model(name[5:], num_classes=num_classes, **kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise ValueError(f"model.kwargs {kwargs} do not fit {name}: {err}") from None
     return _MODELS[name](num_classes=num_classes, **kwargs)
 
 

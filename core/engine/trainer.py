@@ -109,6 +109,12 @@ class TrainerBase:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
+    def optimizer_options(self) -> dict:
+        """How an optimizer runs its update: fused kernels on CUDA (a few launches per step, and with an fp16
+        GradScaler the found-inf flag stays on the device: ``scaler.step`` never waits), the multi-tensor
+        (foreach) path on the CPU."""
+        return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+
     def limit_steps(self, steps: int) -> int:
         """``steps`` per epoch, capped by ``train.max_steps_per_epoch``."""
         cap = self.cfg.train.max_steps_per_epoch
@@ -241,7 +247,7 @@ class TrainerBase:
 
     def step_batch(self, batch) -> StepStats:
         """The loop's body: :meth:`run_step`, the running sums, :meth:`finish_step` - no host sync."""
-        stats = self.run_step(batch)
+        stats = self.last_stats = self.run_step(batch)  # hooks may read it (on the device)
         self.totals += stats.sums
         self.done += 1
         self.finish_step(stats.loss, batch)

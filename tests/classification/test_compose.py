@@ -20,6 +20,7 @@ DOCUMENTED = {  # the table in docs/classification.md
     "autoaugment_cutout": ("autoaugment", "cutout", False, False),
     "keep_autoaugment_cutout": ("autoaugment", "cutout", False, True),
     "randaugment": ("randaugment", None, False, False), "keep_randaugment": ("randaugment", None, False, True),
+    "keep_autoaugment_keep_cutout": ("autoaugment", "cutout", True, True),
 }
 
 

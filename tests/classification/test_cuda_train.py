@@ -77,6 +77,52 @@ def test_non_finite_loss_is_caught_at_the_device_check(tiny_overrides):
         trainer.device_check()
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_fp16_and_bf16_steps_have_no_host_sync(amp, tiny_overrides):
+    """fp16 runs a GradScaler: with the fused optimizer its found-inf flag stays on the device."""
+    trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, f"train.amp={amp}", "data.loader=device",
+                                                    "aug.method=keep_cutout", "aug.saliency_dtype=float16",
+                                                    "optim.clip_grad_norm=5"]))
+    assert trainer.optimizer.defaults["fused"]
+    trainer.start_checks()
+    trainer.begin_epoch()
+    batches = iter(trainer.train_batches())
+    sync_free(lambda: trainer.step_batch(next(batches)))
+
+
+def test_uda_step_has_no_host_sync(tmp_path):
+    from classification.uda import SemiConfig, UDATrainer
+
+    overrides = ["data.dataset=sample", "data.root=", "data.batch_size=8", "data.workers=0", "model.kwargs={}",
+                 "uda.labels=100", "uda.split=balanced", "uda.unsup_ratio=2", "train.max_steps_per_epoch=8",
+                 "train.tensorboard=false", "train.progress=false", f"train.output_dir={tmp_path / 'uda'}",
+                 "aug.method=keep_randaugment", "aug.low_res=true", "uda.threshold=0.05", *FAST]
+    trainer = UDATrainer(load_config(SemiConfig, ROOT / "classification" / "configs" / "uda" / "base.yaml", overrides))
+    trainer.start_checks()
+    trainer.begin_epoch()
+    batches = iter(trainer.train_batches())
+    sync_free(lambda: trainer.step_batch(next(batches)))
+
+
+def test_reid_step_has_no_host_sync(tmp_path):
+    from reid.engine import ReidTrainer
+    from reid.schema import ReidConfig
+
+    from ..reid.test_train import BASE as REID_BASE
+    from ..shared_data import extract_once
+
+    mini = extract_once("market1501-mini.tar.gz", "keepaug-market-mini")
+    overrides = [f"data.root={mini}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2",
+                 "data.height=64", "data.width=32", "data.workers=0", "train.progress=false",
+                 "train.tensorboard=false", f"train.output_dir={tmp_path / 'reid'}", "aug.keep=true",
+                 "aug.low_res=true", *FAST]
+    trainer = ReidTrainer(load_config(ReidConfig, REID_BASE, overrides))
+    trainer.start_checks()
+    trainer.begin_epoch()
+    batches = iter(trainer.train_batches())
+    sync_free(lambda: trainer.step_batch(next(batches)))
+
+
 def test_resume_after_a_kill_is_exact_on_cuda(tiny_overrides, tmp_path):
     common = [str(BASE), *tiny_overrides, "train.epochs=2", "aug.method=keep_cutout", "aug.low_res=true",
               "train.device=cuda", "data.loader=device", "train.deterministic=true"]

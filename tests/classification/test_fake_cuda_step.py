@@ -58,7 +58,8 @@ def test_classification_paste_step_on_worker_loader(aug, tiny_overrides, monkeyp
 
 def test_uda_step(monkeypatch, tmp_path):
     overrides = ["data.dataset=sample", "data.root=", "data.batch_size=4", "data.workers=0", "model.kwargs={}",
-                 "uda.labels=100", "uda.unsup_ratio=2", "train.max_steps_per_epoch=2", "train.tensorboard=false",
+                 "uda.labels=100", "uda.split=balanced", "uda.unsup_ratio=2", "train.max_steps_per_epoch=2",
+                 "train.tensorboard=false",
                  "train.progress=false", f"train.output_dir={tmp_path / 'uda'}", "aug.method=keep_randaugment",
                  "aug.low_res=true", *FAST]
     trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, overrides))

@@ -296,6 +296,7 @@ def test_unlabelled_views_independent_reflect_and_aligned_source():
 def uda_overrides(tmp_path):  # as tests/classification/test_uda.py, with a narrow ResNet-18 for speed
     return ["data.dataset=sample", "data.root=", "data.batch_size=10", "data.workers=0", "data.limit_val=40",
             "model.name=cifar_resnet18", "model.kwargs={width: 4}", "uda.labels=100", "uda.unsup_ratio=2",
+            "uda.split=balanced",
             "train.epochs=1", "train.max_steps_per_epoch=2", "train.tensorboard=false", "train.progress=false",
             "train.deterministic=true",
             f"train.output_dir={tmp_path / 'uda'}"]

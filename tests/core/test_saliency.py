@@ -166,3 +166,129 @@ def test_bf16_pass_ranks_regions_like_float32():
     below_full = s_full < region_threshold(s_full, 0.6)[:, None, None]
     below_fast = s_fast < region_threshold(s_fast, 0.6)[:, None, None]
     assert (below_full == below_fast).double().mean() > 0.95
+
+
+class TupleNet(nn.Module):
+    """Returns (logits, features), or a dict with both, like detection / Hugging Face models."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.net, self.as_dict = small_net(), as_dict
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"feats": x.mean((2, 3)), "logits": logits} if self.as_dict else (logits, x.mean((2, 3)))
+
+
+def test_models_returning_tuples_or_dicts_need_output():
+    x, y = torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 4])
+    ref = autograd_reference(small_net(), x, y)
+    with pytest.raises(ValueError, match=r"a tuple of 2, not a \(B, K\) logits tensor: pass output=.*output=0"):
+        saliency_map(TupleNet(), x, y)
+    with pytest.raises(ValueError, match=r"a dict with keys \['feats', 'logits'\].*output='logits'"):
+        saliency_map(TupleNet(as_dict=True), x, y)
+    assert torch.allclose(saliency_map(TupleNet(), x, y, output=0), ref, atol=1e-6)
+    assert torch.allclose(saliency_map(TupleNet(as_dict=True), x, y, output="logits"), ref, atol=1e-6)
+    assert torch.allclose(saliency_map(TupleNet(), x, y, output=lambda out: out[0]), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="output='scores' does not select the logits"):
+        saliency_map(TupleNet(as_dict=True), x, y, output="scores")
+    from core import KeepAugment
+
+    out = KeepAugment("cutout", 4, output="logits")(TupleNet(as_dict=True), x, y)
+    assert torch.allclose(out.saliency, ref, atol=1e-6)
+
+
+def test_soft_targets_point_to_max_logit():
+    from core import KeepAugment
+
+    model = small_net()
+    x = torch.randn(4, 3, 8, 8)
+    soft = torch.softmax(torch.randn(4, 5), 1)
+    keep = KeepAugment("cutmix", num_classes=5)
+    with pytest.raises(ValueError, match=r"soft \(B, K\) targets.*KeepAugment\(target='max_logit'\)"):
+        keep(model, x, soft)
+    keep = KeepAugment("cutmix", num_classes=5, target="max_logit")
+    out = keep(model, x, soft, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out.target, out.lam[:, None] * soft + (1 - out.lam[:, None]) * soft[out.perm])
+
+
+def test_low_res_on_a_model_with_its_own_size_check():
+    class Fixed(nn.Module):  # declares nothing, asserts its size like timm's _assert / torch._assert
+        def __init__(self):
+            super().__init__()
+            self.net = small_net()
+
+        def forward(self, x):
+            torch._assert(x.shape[-1] == 8, "Input width doesn't match model (8)")
+            return self.net(x)
+
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    assert saliency_map(Fixed(), x, y).shape == (2, 8, 8)
+    with pytest.raises(RuntimeError, match=r"low_res: .* 4x4 copy of the 8x8 batch.*low_res=False.*dynamic_img_size"):
+        saliency_map(Fixed(), x, y, low_res_factor=0.5)
+
+
+def test_float16_pass_is_scaled_against_underflow():
+    """mobilenet_v3_small at init: an input gradient ~1e-11, below float16's smallest value (6e-8)."""
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    ref = saliency_map(model, x, y)
+    assert 0 < ref.max() < 1e-8
+    assert saliency_map(model, x, y, autocast_dtype=torch.float16, grad_scale=1.0).max() == 0  # unscaled: all zero
+    assert (saliency_map(model, x, y, autocast_dtype=torch.float16).flatten(1).amax(1) > 0).all()  # default 2**12
+    top = saliency_map(model, x, y, autocast_dtype=torch.float16, grad_scale=2.0**15)
+    assert torch.corrcoef(torch.stack([top.flatten(), ref.flatten()]))[0, 1] > 0.9
+    assert torch.allclose(saliency_map(model, x, y, grad_scale=1.0), ref)  # float32 passes ignore it
+
+
+def overflow_net():
+    """Image 1's input gradient (1e3 * 2**12) overflows float16 (max 65504); image 0's (1 * 2**12) does not."""
+    lin = nn.Linear(3 * 4 * 4, 2)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.weight[1] *= 1e3
+    return nn.Sequential(nn.Flatten(), lin)
+
+
+def test_running_scale_backs_off_on_overflow_and_grows_on_zero_maps():
+    from core.grad_scale import SaliencyScaler
+
+    x, y = torch.randn(2, 3, 4, 4), torch.tensor([0, 1])
+    scaler = SaliencyScaler(growth_interval=3)
+    sal = saliency_map(overflow_net(), x, y, autocast_dtype=torch.float16, grad_scale=scaler)
+    assert sal[0].eq(1.0).all() and sal[1].eq(0).all()  # the overflowed image gets an all-zero map
+    assert scaler.scale.item() == 2.0**11 and scaler.tracker.item() == 0
+    zero = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+    nn.init.zeros_(zero[1].weight)
+    saliency_map(zero, x, y, autocast_dtype=torch.float16, grad_scale=scaler)  # all-zero maps: grow at once
+    assert scaler.scale.item() == 2.0**12
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+    for expected in (2.0**12, 2.0**12, 2.0**13):  # grows after growth_interval passes without overflow
+        saliency_map(plain, x, y, autocast_dtype=torch.float16, grad_scale=scaler)
+        assert scaler.scale.item() == expected
+    for _ in range(4):
+        saliency_map(zero, x, y, autocast_dtype=torch.float16, grad_scale=scaler)
+    assert scaler.scale.item() == 2.0**15  # never above: the gradient at the logits is the scale itself
+
+
+def test_all_zero_maps_are_counted_and_warned_about_once():
+    from core import KeepAugment
+
+    zero = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    nn.init.zeros_(zero[2].weight)  # a zero-initialised classifier (torchvision's ViT head): no input gradient
+    x, y = torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    keep = KeepAugment("cutout", 4)
+    with pytest.warns(UserWarning, match="3 of 3 saliency maps are all zero.*zero_saliency"):
+        out = keep(zero, x, y)
+    assert out.zero_saliency.dtype == torch.int64 and out.zero_saliency.item() == 3
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert keep(zero, x, y).zero_saliency.item() == 3  # once per KeepAugment
+        assert keep(small_net(), x, y).zero_saliency.item() == 0
+    fp16 = KeepAugment("cutout", 2, saliency_dtype=torch.float16)
+    with pytest.warns(UserWarning, match="1 of 2"):
+        assert fp16(overflow_net(), torch.randn(2, 3, 4, 4), torch.tensor([0, 1])).zero_saliency.item() == 1
+    assert fp16._grad_scales[torch.device("cpu")].scale.item() == 2.0**11
