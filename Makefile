@@ -40,3 +40,9 @@ gpu-data:
 
 gpu-check:
 	PYTHONPATH=. $(GPU_PYTHON) tools/gpu_check.py --out $(OUT) --data gpu_data/cifar10-jpeg.tar.gz $(ARGS)
+
+# Mutation check of the core tests (tests/mutants.py): plant each bug in a subprocess, run its test files,
+# print mutant -> killed / survived and the total. ARGS="--jobs 2" runs two at a time, ARGS="--list" lists them.
+.PHONY: mutants
+mutants: $(STAMP)
+	@$(PY) tests/mutants.py $(ARGS)

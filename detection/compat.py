@@ -13,18 +13,42 @@ both checks find nothing to do, so ``detection`` behaves the same on both instal
    (``use_fast_impl=False``).
 2. Pillow >= 10 removed ``Image.LINEAR``, which detectron2 v0.6 uses as a default argument at import
    time (fixed upstream after v0.6): it is aliased to ``Image.BILINEAR``, the same filter.
+
+Also :func:`dependency_import_warnings`: the two deprecation notices our dependencies print when we import
+them (on both install paths), silenced around those imports only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import torch
 
 STANDIN_VERSION = "not built (Python-only detectron2: tools/install_detectron2.py fallback)"
+
+
+# (message, category, module the warning is attributed to) of notices printed on every run that say nothing
+# a user of ``detection`` can act on: fvcore.nn and detectron2.modeling call torch.jit.script at import
+# (deprecated since torch 2.10), and detectron2.model_zoo imports pkg_resources (setuptools<81 is pinned).
+KNOWN_IMPORT_WARNINGS = (
+    (r"`torch\.jit\.script` is deprecated", FutureWarning, r"torch\.jit\._script"),
+    (r"pkg_resources is deprecated as an API", UserWarning, r"detectron2\.model_zoo\.model_zoo"),
+)
+
+
+@contextlib.contextmanager
+def dependency_import_warnings():
+    """Ignore :data:`KNOWN_IMPORT_WARNINGS` (by message, category and module) while importing detectron2 /
+    fvcore modules; every other warning, and these ones outside the block, are shown as usual."""
+    with warnings.catch_warnings():
+        for message, category, module in KNOWN_IMPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        yield
 
 
 class MissingCompiledOp(RuntimeError):

@@ -21,7 +21,10 @@ MODEL_ZOO_PREFIX = "model_zoo:"
 
 
 def model_zoo_config_dir() -> Path:
-    import detectron2.model_zoo
+    from .compat import dependency_import_warnings
+
+    with dependency_import_warnings():  # detectron2.model_zoo imports pkg_resources
+        import detectron2.model_zoo
 
     return Path(detectron2.model_zoo.__file__).resolve().parent / "configs"
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from core.engine.checkpoint import load_error_reason, torch_file_problem
+
 # blocks per stage -> depth, for Bottleneck and BasicBlock ResNets (Detectron2 builds all five)
 BOTTLENECK_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
@@ -55,13 +57,15 @@ def read_weights(path: str | Path, trust_pickle: bool = False, trust_hint: str =
             raise ConversionError(f"cannot read {path}: {err}") from err
         state, _ = unwrap(obj, str(path))
         return state, "safetensors state dict"
+    problem = torch_file_problem(path)
+    if problem:
+        raise ConversionError(f"cannot read {path}: it is {problem}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(err))
         if found is None:  # not a refused class: a broken or foreign file
-            detail = re.search(r"WeightsUnpickler error: \s*(.+)", str(err))
-            raise ConversionError(f"cannot read {path}: {detail.group(1) if detail else err}") from err
+            raise ConversionError(f"cannot read {path}: {load_error_reason(err)}") from err
         if not trust_pickle:
             raise ConversionError(
                 f"{path} holds Python objects beyond tensors and plain containers ({found.group(1)}), which "
@@ -70,9 +74,9 @@ def read_weights(path: str | Path, trust_pickle: bool = False, trust_hint: str =
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err2:  # noqa: BLE001
-            raise ConversionError(f"cannot read {path}: {err2}") from err2
+            raise ConversionError(f"cannot read {path}: {load_error_reason(err2)}") from err2
     except Exception as err:  # noqa: BLE001
-        raise ConversionError(f"cannot read {path}: {err}") from err
+        raise ConversionError(f"cannot read {path}: {load_error_reason(err)}") from err
     return unwrap(obj, str(path))
 
 
@@ -105,7 +109,9 @@ def resnet_layout(state: dict) -> dict:
     """Depth, block type, width and groups of a torchvision-layout ResNet state dict."""
     if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
         sample = ", ".join(sorted(state)[:4])
-        raise ConversionError(f"not a torchvision-layout ResNet (no conv1/layer1-4 weights; keys like {sample})")
+        words = other_layout(state)
+        raise ConversionError(f"not a torchvision-layout ResNet (no conv1/layer1-4 weights; "
+                              f"{f'{words}: ' if words else ''}keys like {sample})")
     variant = [k for k in state if RESNET_KEY.match(k) and not PLAIN_RESNET_KEY.match(k)]
     if variant:
         raise ConversionError(f"not a plain ResNet: {variant[:3]} have no place in Detectron2's ResNet (SE, SK, "
@@ -194,6 +200,56 @@ def torchvision_to_detectron2(state: dict, depth: int | None = None, num_groups:
                    "ignored_num_batches_tracked": len(ignored)}
 
 
+# non-ResNet layouts recognised by their keys, for messages about a file that is not a ResNet
+OTHER_LAYOUTS = (
+    (re.compile(r"^features\.\d+\."), "a torchvision MobileNet / EfficientNet / VGG-style state dict (features.N)"),
+    (re.compile(r"^conv_stem\.|^blocks\.\d+\."), "a timm EfficientNet / MobileNet state dict (conv_stem, blocks)"),
+    (re.compile(r"^patch_embed\."), "a vision-transformer state dict (patch_embed)"),
+    (re.compile(r"^stem\.\d+\.|^stages\.\d+\."), "a timm ConvNeXt / ResNetV2-style state dict (stem, stages)"),
+)
+
+
+def other_layout(state: dict) -> str | None:
+    """The non-ResNet layout of :data:`OTHER_LAYOUTS` that ``state``'s keys show, in words, or None."""
+    for pattern, words in OTHER_LAYOUTS:
+        if any(pattern.match(str(k)) for k in state):
+            return words
+    return None
+
+
+def describe_weights(obj) -> tuple[str, dict | None]:
+    """What a loaded weights file looks like, in words, and its ResNet layout (:func:`resnet_layout`) when
+    it is a convertible torchvision-layout ResNet (None otherwise). Never raises."""
+    try:
+        state, kind = unwrap(obj)
+    except ConversionError:
+        state, kind = (obj.get("model", obj) if isinstance(obj, dict) else {}), "a dict of non-tensor values"
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}", None
+    if "conv1.weight" in state and any(k.startswith("layer4.") for k in state):
+        try:
+            layout = resnet_layout(state)
+        except ConversionError as err:
+            return f"a torchvision-layout ResNet that Detectron2's ResNet cannot take ({err})", None
+        if kind.startswith("classification"):
+            return f"a {kind}, a torchvision-layout {layout_name(layout)}", layout
+        return (f"a torchvision-layout {layout_name(layout)} state dict (a torchvision or timm ResNet, or "
+                "tools/train_cls.py --export)"), layout
+    words = other_layout(state)
+    if words:
+        return f"{words}, not a ResNet", None
+    return f"{kind} with keys like {', '.join(sorted(map(str, state))[:3]) or '(none)'}", None
+
+
+def convert_command(src: str, layout: dict) -> str:
+    """The ``tools/convert_det.py`` command line that converts ``src`` (of ``layout``) next to itself."""
+    out = str(Path(src).with_suffix(".pkl"))
+    extra = ""
+    if (layout["num_groups"], layout["width_per_group"]) != (1, 64):
+        extra = f" --num-groups {layout['num_groups']} --width-per-group {layout['width_per_group']}"
+    return f".venv/bin/python tools/convert_det.py {src} {out} --depth {layout['depth']}{extra}"
+
+
 def save_detectron2_pkl(model: dict, path: str | Path, provenance: dict) -> None:
     """Write the pickle Detectron2's DetectionCheckpointer reads (atomically)."""
     path = Path(path)
@@ -226,7 +282,10 @@ def convert(src: str, out: str | Path, depth: int | None = None, num_groups: int
             width_per_group: int | None = 64, trust_pickle: bool = False) -> dict:
     """Convert ``src`` (see :func:`load_input`) to ``out``; returns the report."""
     state, kind = load_input(src, trust_pickle)
-    model, report = torchvision_to_detectron2(state, depth, num_groups, width_per_group)
+    try:
+        model, report = torchvision_to_detectron2(state, depth, num_groups, width_per_group)
+    except ConversionError as err:
+        raise ConversionError(f"{src}: {err}") from None
     report = {"source": str(src), "kind": kind, **report}
     save_detectron2_pkl(model, out, report)
     return report

@@ -3,10 +3,13 @@
 Detectron2 only logs missing keys; a converted backbone that silently fails to match (wrong depth,
 wrong file) would then train from random initialisation. Here a weights file that is unreadable,
 converted from another depth or groups/width (a ResNeXt or wide ResNet into a plain ResNet config),
-or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded (or unused) is an error that
-names ``MODEL.WEIGHTS``. The two kinds of key Detectron2's own ``convert-torchvision-to-d2.py``
-keeps and no ResNet has (``stem.fc.*``, ``*.num_batches_tracked``) are ignored and reported. Loading goes through
-``DetectionCheckpointer.load`` (URLs, ``.pkl`` heuristics, ``.pth``), as Detectron2 itself does.
+or leaves any backbone weight (``stem``/``res2``-``res5``) unloaded (or, for a converted backbone,
+unused) is an error that names ``MODEL.WEIGHTS``; so is a file none of whose names a Detectron2
+backbone has (an unconverted torchvision / timm / exported state dict: the error says what it looks
+like and gives the ``tools/convert_det.py`` command). The two kinds of key Detectron2's own
+``convert-torchvision-to-d2.py`` keeps and no ResNet has (``stem.fc.*``, ``*.num_batches_tracked``) are
+ignored and reported. Loading goes through ``DetectionCheckpointer.load`` (URLs, ``.pkl`` heuristics,
+``.pth``), as Detectron2 itself does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .convert import groups_and_width
+from core.engine.checkpoint import load_error_reason, torch_file_problem
+
+from .convert import convert_command, describe_weights, groups_and_width
 
 logger = logging.getLogger(__name__)
 BACKBONE_KEY = re.compile(r"(^|\.)(stem|res[2-5])\.")
@@ -55,6 +60,32 @@ def check_groups_and_width(ckpt: dict, cfg, path: str) -> None:
                            f"MODEL.RESNETS.NUM_GROUPS={groups} MODEL.RESNETS.WIDTH_PER_GROUP={width}")
 
 
+def is_backbone_key(key: str) -> bool:
+    """A weight of the backbone network: a Detectron2 ResNet's ``stem``/``res2``-``res5`` (the C4 head's
+    ``res5`` too), or anything under an FPN's ``backbone.bottom_up`` (a timm backbone)."""
+    return bool(BACKBONE_KEY.search(key)) or key.startswith("backbone.bottom_up.")
+
+
+def not_a_detectron2_file(checkpoint: dict, cfg, path: str) -> WeightsError:
+    """The error for a file none of whose weights a Detectron2 backbone has: what it looks like, and the
+    conversion command when it is a torchvision-layout ResNet."""
+    words, layout = describe_weights(checkpoint if "model_name" in checkpoint else checkpoint["model"])
+    if layout is not None:
+        hint = f"convert it first: {convert_command(path, layout)}, then set MODEL.WEIGHTS to the .pkl"
+        resnets = cfg.MODEL.RESNETS
+        wrong = [f"MODEL.RESNETS.{k.upper()}={layout[k]}" for k in ("depth", "num_groups", "width_per_group")
+                 if getattr(resnets, k.upper()) != layout[k]]
+        if wrong:
+            hint += f" and train with {' '.join(wrong)}"
+    elif "resnet" in cfg.MODEL.BACKBONE.NAME:
+        hint = ("Detectron2's ResNet configs need a ResNet: other models go through the timm backbone "
+                "(timm/*.yaml configs, MODEL.TIMM.NAME and MODEL.TIMM.CHECKPOINT; see docs/detection.md)")
+    else:
+        hint = "a timm backbone takes a classification state dict as MODEL.TIMM.CHECKPOINT, not MODEL.WEIGHTS"
+    return WeightsError(f"MODEL.WEIGHTS={path} has none of the backbone's weights (not a Detectron2 checkpoint): "
+                        f"it looks like {words}; {hint}")
+
+
 class StrictBackboneCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose model loading also checks the depth and the backbone keys."""
 
@@ -68,8 +99,13 @@ class StrictBackboneCheckpointer(DetectionCheckpointer):
         check_depth(checkpoint, self.cfg, self.path)
         check_groups_and_width(checkpoint, self.cfg, self.path)
         backbone_only = "__author__" in checkpoint or checkpoint.get("matching_heuristics", False)
+        if not checkpoint.get("matching_heuristics", False):  # names are used as they are: some must fit
+            wanted = {k for k in self.model.state_dict() if is_backbone_key(k)}
+            have = {k.removeprefix("module.") for k in checkpoint["model"]}
+            if wanted and not wanted & have:
+                raise not_a_detectron2_file(checkpoint, self.cfg, self.path)
         incompatible = super()._load_model(checkpoint)
-        missing = [k for k in incompatible.missing_keys if BACKBONE_KEY.search(k)]
+        missing = [k for k in incompatible.missing_keys if is_backbone_key(k)]
         unused = [k for k in incompatible.unexpected_keys if BACKBONE_KEY.search(k)]
         ignored = [k for k in unused if CONVERTER_EXTRA_KEY.search(k)]
         unused = [k for k in unused if not CONVERTER_EXTRA_KEY.search(k)]
@@ -77,10 +113,10 @@ class StrictBackboneCheckpointer(DetectionCheckpointer):
             logger.info("MODEL.WEIGHTS=%s: ignored %d keys no Detectron2 ResNet has (the classifier as stem.fc.*, "
                         "BatchNorm's num_batches_tracked; Detectron2's convert-torchvision-to-d2.py keeps them): %s",
                         self.path, len(ignored), ignored[:6])
-        if backbone_only and (missing or unused):
+        if missing or (backbone_only and unused):  # a detector checkpoint must hold its whole backbone too
             raise WeightsError(f"MODEL.WEIGHTS={self.path} leaves {len(missing)} backbone weights unloaded "
                                f"(e.g. {missing[:4]}) and {len(unused)} unused (e.g. {unused[:4]}): is it a converted "
-                               "ResNet of this depth?")
+                               "ResNet of this depth, or a detector checkpoint of this config?")
         self.report = {"missing": incompatible.missing_keys, "unexpected": incompatible.unexpected_keys,
                        "missing_backbone": missing, "ignored": ignored}
         return incompatible
@@ -96,13 +132,21 @@ def load_weights(model, cfg, path: str | None = None) -> dict:
     """Load ``path`` (default ``cfg.MODEL.WEIGHTS``) into ``model``; returns the incompatible keys."""
     path = cfg.MODEL.WEIGHTS if path is None else str(path)
     require_weights_file(path)
+    local = path.split("?")[0]
+    problem = None
+    if "://" not in path:  # a .pkl is a plain pickle (any protocol): only an empty one is refused up front
+        problem = torch_file_problem(local) if not local.endswith(".pkl") else \
+            ("an empty file (0 bytes)" if Path(local).stat().st_size == 0 else None)
+    if problem:
+        raise WeightsError(f"MODEL.WEIGHTS={path}: cannot load it: it is {problem} (MODEL.WEIGHTS takes a backbone "
+                           "converted by tools/convert_det.py or a detector checkpoint)")
     checkpointer = StrictBackboneCheckpointer(model, cfg, path)
     try:
         checkpointer.load(path, checkpointables=[])
     except WeightsError:
         raise
     except Exception as err:  # noqa: BLE001 - any unpickling/decoding failure means a bad file
-        raise WeightsError(f"MODEL.WEIGHTS={path}: cannot load it ({type(err).__name__}: {err})") from err
+        raise WeightsError(f"MODEL.WEIGHTS={path}: cannot load it ({load_error_reason(err)})") from err
     logger.info("loaded %s: %d missing (new heads), %d unused keys", path, len(checkpointer.report["missing"]),
                 len(checkpointer.report["unexpected"]))
     return checkpointer.report

@@ -1,25 +1,42 @@
 """Run GPU code paths on a CPU-only machine with *fake* CUDA tensors and record every aten op.
 
-:func:`fake_cuda` enters ``FakeTensorMode`` (tensors created under ``torch.device("cuda")`` carry device
-``cuda:0`` but no data) with :class:`HostSyncRecorder` on top, which sees every aten op and notes the
-ones that would make the host wait for the device or copy between host and device:
+:func:`fake_cuda_environment` enters ``FakeTensorMode`` (tensors created under ``torch.device("cuda")``
+carry device ``cuda:0`` but no data); :class:`HostSyncRecorder` on top sees every aten op and notes the
+ones that would make the host wait for the device or copy between host and device. Each violation
+names its *pattern* (``Violation.pattern``, one of :data:`PATTERNS`; the self-test in
+``tests/core/test_fake_cuda.py`` triggers every one of them, and fails if one is added without a case):
 
-- ops that read a device value on the host: ``_local_scalar_dense`` (``.item()``, ``if tensor:``,
-  ``int(t)``), ``is_nonzero``, ``equal``, ``nonzero`` / ``masked_select`` / ``unique*`` (the output size
-  depends on the data), boolean-mask indexing (``index`` / ``index_put_`` with a bool index);
+- ops that read a device value on the host (:data:`SYNC_OPS`): ``_local_scalar_dense`` (``.item()``,
+  ``if tensor:``, ``int(t)``, ``.tolist()``), ``equal`` / ``allclose``, ``nonzero`` / ``masked_select`` /
+  ``unique*`` / ``bincount`` / ``repeat_interleave`` (the output size depends on the data), ``histc``,
+  ``multinomial`` (validates the distribution with ``.item()``), ``_linalg_check_errors`` (``torch.linalg``
+  functions without ``_ex`` read their ``info`` tensor on the host);
+  boolean-mask indexing (:data:`INDEX_OPS` with a bool / uint8 index);
 - copies between the CPU and the device (``_to_copy`` / ``copy_`` with different devices, other than
-  0-dim CPU scalars that a kernel takes by value), and any op that mixes CPU and CUDA tensors.
+  0-dim CPU scalars that a kernel takes by value), and any op that mixes CPU and CUDA tensors. With
+  ``allow_async_h2d`` a ``non_blocking=True`` host-to-device copy is allowed from memory the step was
+  *given* (a worker loader's pinned batch), not from host memory the step made itself (pageable: the
+  copy blocks like a plain one) unless that memory is pinned;
+- printing / formatting a device tensor (``print``, ``str``, ``repr``, f-strings: ``torch._tensor_str``
+  copies the values to the host), which fake tensors would otherwise print without an op.
+
+Composite ops (``item``, ``is_nonzero``, ``argwhere``, ``nonzero_numpy``, ``tolist``) never reach a
+dispatch mode: they are seen as the op they decompose into (``_local_scalar_dense``, ``nonzero``).
+
+The recorder also keeps each op's input dtypes (``dtypes``, aligned with ``ops``; see
+:meth:`HostSyncRecorder.ran`), so a test can check that, e.g., a convolution really ran in bf16.
 
 What fake tensors cannot do without a driver - and how that is covered instead, never silently:
 
 - **autograd**: the engine asks the CUDA driver for the device's primary context when a graph holds
-  CUDA tensors (``GraphTask::stash_current_streams``), which fails with no GPU. Inside :func:`fake_cuda`,
-  ``torch.autograd.grad`` and ``torch.autograd.backward`` are therefore replaced by functions that return
-  / accumulate zeros of the right shape and device (a leaf's ``.grad``), so everything around the backward
-  (the forward, the saliency post-processing, the optimizer step) runs on fake CUDA. The backward's own
-  ops are checked for sync ops on real CPU tensors by :func:`record_cpu` (which ops a backward runs does
-  not depend on the device), and the whole step runs under ``torch.cuda.set_sync_debug_mode("error")``
-  in the CUDA-marked tests and ``tools/gpu_check.py``.
+  CUDA tensors (``GraphTask::stash_current_streams``), which fails with no GPU. Inside
+  :func:`fake_cuda_environment`, ``torch.autograd.grad`` and ``torch.autograd.backward`` are therefore
+  replaced by functions that return / accumulate zeros of the right shape and device (a leaf's ``.grad``),
+  so everything around the backward (the forward, the saliency post-processing, the optimizer step) runs
+  on fake CUDA. The backward's own ops are checked for sync ops on real CPU tensors by
+  :func:`record_backward_cpu` (which ops a backward runs does not depend on the device), and the whole
+  step runs under ``torch.cuda.set_sync_debug_mode("error")`` in the CUDA-marked tests and
+  ``tools/gpu_check.py``.
 - **CUDA generators**: ``torch.Generator(device="cuda")`` needs a driver; tests pass a CPU generator
   (fake random kernels never read a generator's state).
 - **building a trainer**: it is built on the CPU and moved with :func:`move_to_fake_cuda`.
@@ -34,13 +51,33 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
+# Ops that read a device value on the host. (Composite ops such as ``item`` or ``argwhere`` are not listed:
+# they never reach a dispatch mode, see the module docstring.)
 SYNC_OPS = frozenset({
-    "_local_scalar_dense", "item", "is_nonzero", "equal", "allclose", "nonzero", "nonzero_numpy", "argwhere",
-    "masked_select", "_unique", "_unique2", "unique_dim", "unique_consecutive", "bincount", "histc",
-    "repeat_interleave", "_assert_scalar", "_cudnn_ctc_loss",
+    "_local_scalar_dense", "equal", "allclose", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+    "unique_consecutive", "bincount", "histc", "repeat_interleave", "_assert_scalar", "_cudnn_ctc_loss",
+    "_linalg_check_errors", "multinomial",
 })
+_SYNC_REASONS = {
+    "_linalg_check_errors": "torch.linalg checks its info tensor on the host (sync); use the *_ex variant",
+    "multinomial": "validates the distribution on the host (.item(): sync)",
+}
 INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"})
+
+# Every pattern the recorder can report (``Violation.pattern``) -> what it means.
+PATTERNS: dict[str, str] = {
+    **{f"sync:{op}": _SYNC_REASONS.get(op, "reads a device value on the host (sync)") for op in sorted(SYNC_OPS)},
+    **{f"bool-index:{op}": "boolean-mask indexing (nonzero: sync)" for op in sorted(INDEX_OPS)},
+    "copy:to-host": "_to_copy from the device to the host (.cpu(), .to('cpu'))",
+    "copy:to-device": "blocking _to_copy from the host to the device (.to('cuda'), torch.tensor(..., device=))",
+    "copy:unpinned-non-blocking": "non_blocking=True copy of host memory made in the step (pageable: blocks)",
+    "copy_:cross-device": "copy_ between the host and the device (t[i] = python value, t.copy_(cpu_tensor))",
+    "mixed-devices": "an op mixing CPU and device tensors (the CPU operand is copied over: sync)",
+    "format": "printing / formatting a device tensor (copies it to the host: sync)",
+    "data-dependent": "data-dependent output (sync); the run stopped there",
+}
 
 
 def _base_name(func) -> str:
@@ -51,57 +88,148 @@ def _base_name(func) -> str:
 class Violation:
     op: str
     reason: str
+    pattern: str = ""  # a key of PATTERNS
 
     def __str__(self) -> str:
         return f"{self.op}: {self.reason}"
 
 
+def _violation(op: str, pattern: str, detail: str = "") -> Violation:
+    return Violation(op, detail or PATTERNS[pattern], pattern)
+
+
+def _pinned(t: torch.Tensor) -> bool:
+    try:
+        return bool(t.is_pinned())
+    except RuntimeError:  # no accelerator: nothing can be pinned
+        return False
+
+
+_ACTIVE: list[HostSyncRecorder] = []  # entered recorders, innermost last (the formatting hooks report to them)
+_FORMAT_ORIGINALS: dict[str, object] = {}
+
+
+def _note_format(t) -> None:
+    if not isinstance(t, torch.Tensor) or t.device.type in ("cpu", "meta"):
+        return
+    for rec in _ACTIVE:
+        if not rec.backward_only or torch._C._current_graph_task_id() != -1:
+            rec.violations.append(_violation(f"format {tuple(t.shape)} {t.device.type} tensor", "format"))
+
+
+def _hooked_str(self, *args, **kwargs):
+    _note_format(self)
+    return _FORMAT_ORIGINALS["_str"](self, *args, **kwargs)
+
+
+def _hooked_format(self, format_spec):
+    _note_format(self)
+    if isinstance(self, torch._subclasses.fake_tensor.FakeTensor):  # no value to format: the spec is dropped
+        format_spec = ""
+    return _FORMAT_ORIGINALS["__format__"](self, format_spec)
+
+
+def _install_format_hooks() -> None:
+    """Report printing of device tensors: ``torch._tensor_str._str`` (``repr`` / ``str`` / ``print``, which
+    fake tensors answer without an op) and ``Tensor.__format__`` (f-strings with a format spec)."""
+    if not _FORMAT_ORIGINALS:
+        _FORMAT_ORIGINALS["_str"] = torch._tensor_str._str
+        _FORMAT_ORIGINALS["__format__"] = torch.Tensor.__format__
+        torch._tensor_str._str = _hooked_str
+        torch.Tensor.__format__ = _hooked_format
+
+
+def _remove_format_hooks() -> None:
+    if _FORMAT_ORIGINALS:
+        torch._tensor_str._str = _FORMAT_ORIGINALS.pop("_str")
+        torch.Tensor.__format__ = _FORMAT_ORIGINALS.pop("__format__")
+
+
 @dataclass
 class HostSyncRecorder(TorchDispatchMode):
-    """Records every aten op (``ops``) and the host syncs / cross-device copies among them (``violations``).
+    """Records every aten op (``ops``, with its input dtypes in ``dtypes``) and the host syncs / cross-device
+    copies among them (``violations``, each with its pattern, see :data:`PATTERNS`).
 
     Args:
-        allow_async_h2d: allow ``non_blocking=True`` host-to-device copies (a worker loader's pinned batch).
+        allow_async_h2d: allow ``non_blocking=True`` host-to-device copies of host memory given to the step
+            (a worker loader's pinned batch, or views of it); host memory made inside the recorded region
+            is pageable (unless pinned), so its non-blocking copy is still reported.
     """
 
     allow_async_h2d: bool = False
     backward_only: bool = False  # record only ops the autograd engine runs (a backward pass)
     ops: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
+    dtypes: list[tuple[torch.dtype, ...]] = field(default_factory=list)  # input tensors' dtypes, per op
 
     def __post_init__(self) -> None:
         super().__init__()
+        self._made = WeakIdKeyDictionary()  # host tensors created inside the recorded region
+
+    def __enter__(self):
+        _ACTIVE.append(self)
+        _install_format_hooks()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        try:
+            return super().__exit__(exc_type, exc_val, exc_tb)
+        finally:
+            _ACTIVE.remove(self)
+            if not _ACTIVE:
+                _remove_format_hooks()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.backward_only and torch._C._current_graph_task_id() == -1:
             return func(*args, **kwargs)
         name = _base_name(func)
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         self.ops.append(str(func))
+        self.dtypes.append(tuple(t.dtype for t in tensors))
         self._check(func, name, args, kwargs)
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if not getattr(func, "is_view", False):  # a view shares its base's memory (pinned or not)
+            given = {id(t) for t in tensors}
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu" and id(t) not in given:
+                    self._made[t] = True
+        return out
+
+    def ran(self, op: str, dtype: torch.dtype) -> bool:
+        """Whether an op whose name contains ``op`` (e.g. ``"convolution"``) ran with an input of ``dtype``."""
+        return any(op in name and dtype in dtypes for name, dtypes in zip(self.ops, self.dtypes))
 
     def _check(self, func, name: str, args, kwargs) -> None:
         if name in SYNC_OPS:
-            self.violations.append(Violation(str(func), "reads a device value on the host (sync)"))
+            self.violations.append(_violation(str(func), f"sync:{name}"))
         if name in INDEX_OPS:
             idx = args[1] if len(args) > 1 else kwargs.get("indices", ())
             if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in idx or ()):
-                self.violations.append(Violation(str(func), "boolean-mask indexing (nonzero: sync)"))
+                self.violations.append(_violation(str(func), f"bool-index:{name}"))
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         devices = {t.device.type for t in tensors if not (t.device.type == "cpu" and t.dim() == 0)}
         if name == "_to_copy":
             target = kwargs.get("device")
             src = args[0].device.type
             if target is not None and torch.device(target).type != src:
-                if not (self.allow_async_h2d and src == "cpu" and kwargs.get("non_blocking", False)):
-                    self.violations.append(Violation(str(func), f"copy {src} -> {torch.device(target).type}"))
+                dst = torch.device(target).type
+                detail = f"copy {src} -> {dst}"
+                if dst == "cpu":
+                    self.violations.append(_violation(str(func), "copy:to-host", detail))
+                elif not (self.allow_async_h2d and src == "cpu" and kwargs.get("non_blocking", False)):
+                    self.violations.append(_violation(str(func), "copy:to-device", detail))
+                elif args[0] in self._made and not _pinned(args[0]):
+                    self.violations.append(_violation(
+                        str(func), "copy:unpinned-non-blocking",
+                        f"non-blocking copy {src} -> {dst} of pageable host memory made in the step (it blocks)"))
             return
         if name == "copy_" and len(args) >= 2 and args[0].device.type != args[1].device.type:
-            self.violations.append(Violation(str(func), f"copy {args[1].device.type} -> {args[0].device.type}"))
+            self.violations.append(_violation(
+                str(func), "copy_:cross-device", f"copy {args[1].device.type} -> {args[0].device.type}"))
             return
         if len(devices) > 1:
-            self.violations.append(Violation(str(func), f"mixes devices {sorted(devices)}"))
+            self.violations.append(_violation(str(func), "mixed-devices", f"mixes devices {sorted(devices)}"))
 
 
 def _zero_grad(outputs, inputs, *args, **kwargs):
@@ -193,7 +321,7 @@ def run_recorded(fn, allow_async_h2d: bool = False) -> HostSyncRecorder:
         with rec:
             fn()
     except (DataDependentOutputException, DynamicOutputShapeException) as err:
-        rec.violations.append(Violation(str(err), "data-dependent output (sync); the run stopped there"))
+        rec.violations.append(_violation(str(err), "data-dependent"))
     return rec
 
 

@@ -12,12 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import visualize
-
 from classification.engine import Trainer
 from classification.sample import load_sample
 from classification.schema import ClsConfig
 from core.engine.config import load_config
+from tools import visualize
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "demo.yaml"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from tqdm import tqdm
 from classification.models import create_model
 from classification.sample import CIFAR_MEAN, load_image_archive, load_sample, normalize
 from core import cutout, paste, random_boxes, saliency_map, selective_boxes
+from core.engine.checkpoint import load_checkpoint as read_checkpoint
+from tools.cli_common import one_line_errors
 
 COLUMNS = ("original", "saliency", "Cutout", "KeepCutout", "RandAugment", "KeepRandAugment")
 
@@ -66,9 +69,7 @@ def load_checkpoint(path: str, model_name: str, num_classes: int, width: int | N
     of ``model_name``. The model name and its arguments (width, ...) come from the checkpoint when it
     recorded them; ``--width`` overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)  # a missing file or one that is not a checkpoint: one-line errors
     model_cfg = stored_model_config(path, state)
     sd = state["model"] if isinstance(state, dict) and "model" in state else state
     name = model_cfg.get("name", model_name)
@@ -136,7 +137,7 @@ def pick_images(images: torch.Tensor, labels: torch.Tensor, count: int) -> tuple
     return images[idx], labels[idx]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="model checkpoint; without it a model is trained briefly on the sample")
     ap.add_argument("--model", default="cifar_resnet18", help="model name (for a plain state dict)")
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/figure1.png")
     args = ap.parse_args(argv)
+    return one_line_errors(lambda: figure(args), args)
+
+
+def figure(args) -> int:
     test_x, test_y, classes = load_image_archive(args.images, "test") if args.images else load_sample("test")
     torch.manual_seed(args.seed)
     if args.checkpoint:
@@ -162,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.save(args.out)
     print(f"wrote {args.out} ({', '.join(classes[i] for i in labels.tolist())})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
+from .config import ConfigError, apply_overrides, from_dict, load_config, to_dict
 
 
 def atomic_save(obj, path: str | Path) -> None:
@@ -76,25 +78,65 @@ def save_on_main(state: dict, path: str | Path, info) -> None:
         torch.distributed.barrier()
 
 
+def torch_file_problem(path: str | Path) -> str | None:
+    """What ``path`` is, from its first bytes, when it cannot be a file ``torch.save`` wrote (a zip archive,
+    or a pickle in the legacy format and Detectron2's ``.pkl``); None when it may be one."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "an empty file (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        return None if zipfile.is_zipfile(path) else "a damaged or truncated zip archive (an interrupted copy?)"
+    if head[:1] == b"\x80":  # pickle protocol 2+
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "neither a zip archive nor a pickle, so not written by torch.save"
+    return "a text file, not written by torch.save"
+
+
+def load_error_reason(err: Exception) -> str:
+    """One line for why ``torch.load(weights_only=True)`` failed; torch's own message spans lines and advises
+    ``weights_only=False``, which is beside the point for a file that is broken or not a checkpoint."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds Python objects beyond tensors and plain containers ({found.group(1)})"
+    detail = re.search(r"WeightsUnpickler error: *(\S.*)", text)
+    if detail:
+        return detail.group(1).strip()
+    if isinstance(err, EOFError):
+        return "it ends early (truncated?)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem:
+        raise ValueError(f"{path} is not a checkpoint: {problem} (a training run writes <output_dir>/last.pt and "
+                         "best.pt)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # our checkpoints hold no objects
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"cannot read checkpoint {path} (a training checkpoint of this project loads with "
-                          f"torch.load(weights_only=True)): {err}") from err
+        raise ValueError(f"cannot read checkpoint {path}: {load_error_reason(err)} (a training checkpoint of this "
+                         "project loads with torch.load(weights_only=True))") from err
 
 
 def config_from_checkpoint(cls, checkpoint: str | Path, overrides: list[str] | None = None):
     """The config stored in a training checkpoint, with ``key=value`` overrides on top (evaluate a run
     without repeating its settings)."""
-    stored = load_checkpoint(checkpoint).get("config")
+    ckpt = load_checkpoint(checkpoint)
+    stored = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(stored, dict):
         raise ConfigError(f"{checkpoint} holds no config (not a training checkpoint of this project)")
     try:
-        return from_dict(cls, merge(stored, parse_overrides(overrides or [])))
+        return from_dict(cls, apply_overrides(stored, overrides or []))
     except ConfigError as err:
         raise ConfigError(f"{checkpoint} (stored config) with overrides {overrides or []}: {err}") from None
 
@@ -108,7 +150,7 @@ def eval_config(cls, checkpoint: str | Path, config: str | Path | None = None, o
     data = to_dict(load_config(cls, config))
     data["model"] = to_dict(stored.model)
     try:
-        return from_dict(cls, merge(data, parse_overrides(overrides or [])))
+        return from_dict(cls, apply_overrides(data, overrides or []))
     except ConfigError as err:
         raise ConfigError(f"{config} with {checkpoint}'s model settings and overrides {overrides or []}: "
                           f"{err}") from None

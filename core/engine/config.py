@@ -49,9 +49,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 
 def merge(base: dict, new: dict) -> dict:
+    """``new`` over ``base``, mappings merged key by key; an empty mapping in ``new`` replaces (clears) the
+    mapping under it instead (``model.kwargs={}`` drops the kwargs a ``_BASE_`` file set)."""
     out = dict(base)
     for k, v in new.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -74,6 +76,14 @@ def parse_overrides(overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         _set_path(out, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
     return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``data`` with the ``key=value`` overrides merged on in order (:func:`merge`), so that
+    ``'model.kwargs={}' model.kwargs.dropout=0.3`` first clears the mapping, then sets one key."""
+    for item in overrides:
+        data = merge(data, parse_overrides([item]))
+    return data
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -150,7 +160,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = _read_yaml(Path(path)) if path else {}
     overrides = list(overrides or [])
     try:
-        return from_dict(cls, merge(data, parse_overrides(overrides)))
+        return from_dict(cls, apply_overrides(data, overrides))
     except ConfigError as err:
         culprit = _blame_override(cls, data, overrides)
         where = f"command-line override {culprit!r}" if culprit else (path or "<overrides>")
@@ -165,7 +175,7 @@ def _blame_override(cls: type, data: dict, overrides: list[str]) -> str | None:
         return None
     for i in range(len(overrides)):
         try:
-            from_dict(cls, merge(data, parse_overrides(overrides[: i + 1])))
+            from_dict(cls, apply_overrides(data, overrides[: i + 1]))
         except ConfigError:
             return overrides[i]
     return None

@@ -1,4 +1,5 @@
 import math
+import operator
 
 import pytest
 import torch
@@ -98,6 +99,47 @@ def test_short_uda_run(method, uda_overrides):
     assert "unsup_loss" in (trainer.out / "metrics.csv").read_text()
 
 
+def guarded_labels(labelled: set[int]):
+    """A label list whose only readable entries are the labelled images' (by int or numpy int index): a
+    slice, an iteration, a copy, an unlabelled index or any other attribute is an AssertionError."""
+
+    class Guarded:
+        def __init__(self, labels):
+            self._labels = list(labels)
+
+        def __len__(self):
+            return len(self._labels)
+
+        def __getitem__(self, i):
+            if isinstance(i, slice):
+                raise AssertionError(f"labels read by a slice {i}")
+            k = operator.index(i) % len(self._labels)  # ints, numpy ints, negative indices
+            if k not in labelled:
+                raise AssertionError(f"the label of unlabelled image {k} was read")
+            return self._labels[k]
+
+        def __iter__(self):
+            raise AssertionError("all labels were read")
+
+        def __getattr__(self, name):  # copy(), tolist(), __array__ ...
+            raise AssertionError(f"labels accessed through {name}")
+
+    return Guarded
+
+
+def test_the_label_guard_catches_every_way_in():
+    import copy
+
+    import numpy as np
+
+    guard = guarded_labels({0, 2})([5, 6, 7, 8])
+    assert guard[0] == 5 and guard[np.int64(2)] == 7 and len(guard) == 4
+    for read in (lambda: guard[1], lambda: guard[np.int32(3)], lambda: guard[-1], lambda: guard[0:2],
+                 lambda: list(guard), lambda: guard.copy(), lambda: copy.copy(guard), lambda: np.asarray(guard)):
+        with pytest.raises(AssertionError):
+            read()
+
+
 def test_unlabelled_labels_are_never_read_and_resume_is_exact(uda_overrides, tmp_path, monkeypatch):
     workers = "data.workers=2"  # each image's RandAugment is seeded by its stream position: exact with workers
     cfg = load_config(SemiConfig, UDA_BASE, [*uda_overrides, "aug.method=keep_randaugment", workers])
@@ -108,14 +150,7 @@ def test_unlabelled_labels_are_never_read_and_resume_is_exact(uda_overrides, tmp
     real = uda_module.base_dataset
     labelled = set(__import__("json").loads((reference.out / "split.json").read_text())["labelled"])
 
-    class Guarded(list):
-        def __getitem__(self, i):
-            if isinstance(i, int) and i not in labelled:
-                raise AssertionError(f"the label of unlabelled image {i} was read")
-            return super().__getitem__(i)
-
-        def __iter__(self):
-            raise AssertionError("all labels were read")
+    Guarded = guarded_labels(labelled)
 
     def guarded_base(data_cfg, split):
         base = real(data_cfg, split)

@@ -123,3 +123,21 @@ def test_sum_scores_favour_small_border_boxes_and_mean_does_not():
     assert (every["sum"] < 256).all() and area["sum"] < 0.85 * uniform.item()  # 158.6 px vs Cutout's 196
     assert (every["mean"] == 256).any()
     assert abs(area["mean"] - uniform.item()) / uniform.item() < 0.02  # uniform centres: Cutout's mean area
+
+
+def test_pipeline_pastes_above_and_cuts_below_the_shared_saliency_threshold():
+    """With one saliency map for both steps, the paste's boxes score >= its tau-quantile and the cut's boxes
+    <= it (scores by zero-padded pooling, independent of the summed-area table)."""
+    from core.testing import reference_region_scores
+
+    net = CountingNet()
+    g = torch.Generator().manual_seed(5)
+    x, x_aug, y = torch.rand(12, 3, 16, 16, generator=g), torch.rand(12, 3, 16, 16, generator=g), torch.arange(12) % 5
+    keep = KeepPipeline(KeepAugment("paste", 6, tau=0.8), KeepAugment("cutout", 5, tau=0.4))
+    out = keep(net, x, y, x_aug=x_aug, generator=g)
+    for i in range(12):
+        for boxes, size, tau, above in ((out.paste_boxes, 6, 0.8, True), (out.boxes, 5, 0.4, False)):
+            thr = torch.quantile(reference_region_scores(out.saliency[i], size, size).flatten(), tau)
+            x1, y1, x2, y2 = boxes[i].tolist()
+            score = out.saliency[i, y1:y2, x1:x2].double().sum()
+            assert score >= thr - 1e-9 if above else score <= thr + 1e-9

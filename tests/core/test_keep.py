@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import EarlyHead, KeepAugment, region_scores, region_threshold
@@ -145,3 +146,155 @@ def test_bad_arguments():
 def test_repr_lists_options():
     r = repr(KeepAugment("cutout", 16, low_res=True))
     assert "op='cutout'" in r and "low_res=0.5" in r and "tau=0.6" in r
+
+
+# ---------------------------------------------- every selective op against the saliency, and its pixels
+
+
+def pooled_scores(s: torch.Tensor, h: int, w: int, placement: str, reduce: str) -> torch.Tensor:
+    """Scores ``(H, W)`` of every candidate box of one map by pooling (independent of core's summed-area
+    table): the sum, or the mean over the box clipped to the image; NaN where an "inside" box does not fit."""
+    height, width = s.shape
+    x = s[None, None].double()
+    if placement == "clip":
+        pad = (w // 2, w - w // 2 - 1, h // 2, h - h // 2 - 1)
+        sums = F.avg_pool2d(F.pad(x, pad), (h, w), stride=1)[0, 0] * h * w
+        inside = F.avg_pool2d(F.pad(torch.ones_like(x), pad), (h, w), stride=1)[0, 0]
+        return sums / (inside * h * w) if reduce == "mean" else sums
+    out = torch.full((height, width), float("nan"), dtype=torch.float64)
+    out[: height - h + 1, : width - w + 1] = F.avg_pool2d(x, (h, w), stride=1)[0, 0] * (
+        1 if reduce == "mean" else h * w)
+    return out
+
+
+def capture_sizes(monkeypatch) -> list:
+    """Record the region sizes ``KeepAugment.sample`` passes to ``selective_boxes`` (per-image for erasing and
+    cutmix, whose clipped boxes do not tell them)."""
+    import core.keep
+
+    seen, original = [], core.keep.selective_boxes
+
+    def spy(saliency, size, *args, **kwargs):
+        seen.append(size)
+        return original(saliency, size, *args, **kwargs)
+
+    monkeypatch.setattr(core.keep, "selective_boxes", spy)
+    return seen
+
+
+SELECTIVE = [  # op, tau, region_score: both sides of the threshold, both scores, tau away from its default
+    ("cutout", 0.6, "sum"), ("cutout", 0.3, "mean"),
+    ("erasing", 0.6, "sum"), ("erasing", 0.25, "mean"),
+    ("cutmix", 0.6, "sum"), ("cutmix", 0.2, "mean"),
+    ("paste", 0.6, "sum"), ("paste", 0.9, "mean"),
+]
+
+
+@pytest.mark.parametrize("op,tau,score", SELECTIVE)
+def test_selective_op_boxes_respect_the_saliency_threshold_and_pixels(op, tau, score, monkeypatch):
+    """Each chosen box scores <= the tau-quantile of all candidate scores of its image (selective cut: cutout,
+    erasing, cutmix) or >= it (selective paste), scores computed independently; and the pixels inside the box
+    are the op's, those outside are the input's."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    b, h, w = 16, 16, 12
+    x, y = batch(b, h, w, seed=1)
+    x_aug = torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(2))
+    keep = KeepAugment(op, 5 if op in ("cutout", "paste") else None, tau=tau, region_score=score,
+                       num_classes=4 if op == "cutmix" else None, fill=0.5 if op == "cutout" else None)
+    seed = 10 + SELECTIVE.index((op, tau, score))
+    seen = capture_sizes(monkeypatch)
+    out = keep(model, x, y, x_aug=x_aug, generator=torch.Generator().manual_seed(seed))
+    assert len(seen) == 1
+    sizes = seen[0] if isinstance(seen[0], torch.Tensor) else torch.tensor([[5, 5]] * b)
+    placement = "inside" if op == "erasing" else "clip"
+    checked = 0
+    for i, (x1, y1, x2, y2) in enumerate(out.boxes.tolist()):
+        bh, bw = sizes[i].tolist()
+        if bh == 0 or bw == 0:  # nothing drawn for this image: left unchanged
+            assert (x2 - x1) * (y2 - y1) == 0 and torch.equal(out.x[i], x_aug[i] if op == "paste" else x[i])
+            continue
+        if placement == "inside":
+            assert (y2 - y1, x2 - x1) == (bh, bw)
+        thr = torch.nanquantile(pooled_scores(out.saliency[i], bh, bw, placement, score).flatten(), tau)
+        region = out.saliency[i, y1:y2, x1:x2].double()
+        got = region.mean() if score == "mean" else region.sum()
+        slack = 1e-9 * out.saliency[i].double().sum()
+        assert (got >= thr - slack) if op == "paste" else (got <= thr + slack), (i, got.item(), thr.item())
+        checked += 1
+        inside = torch.zeros(h, w, dtype=torch.bool)
+        inside[y1:y2, x1:x2] = True
+        outside_src = x_aug[i] if op == "paste" else x[i]
+        assert torch.equal(out.x[i][:, ~inside], outside_src[:, ~inside])
+        got_in = out.x[i][:, inside]
+        if op == "cutout":
+            assert (got_in == 0.5).all()
+        elif op == "erasing":  # random normal fill: every pixel differs from the input's
+            assert (got_in != x[i][:, inside]).all() and got_in.std() > 0.5
+        elif op == "cutmix":
+            assert torch.equal(got_in, x[out.perm[i]][:, inside])
+        else:
+            assert torch.equal(got_in, x[i][:, inside])
+    assert checked >= b // 2
+
+
+@pytest.mark.parametrize("fill", [0.0, (0.1, 0.2, 0.3), "mean", "channel_random"])
+def test_erasing_fills_exactly_its_box(fill):
+    model = TinyNet()
+    x, y = batch(12)
+    out = KeepAugment("erasing", fill=fill)(model, x, y, generator=torch.Generator().manual_seed(8))
+    applied = 0
+    for i, (x1, y1, x2, y2) in enumerate(out.boxes.tolist()):
+        inside = torch.zeros(16, 12, dtype=torch.bool)
+        inside[y1:y2, x1:x2] = True
+        applied += bool(inside.any())
+        assert torch.equal(out.x[i][:, ~inside], x[i][:, ~inside])
+        got = out.x[i][:, inside]
+        if fill == "mean":
+            expected = x[i].mean((1, 2))[:, None].expand_as(got)
+        elif fill == "channel_random":
+            expected = got[:, :1].expand_as(got)  # one value per channel
+        else:
+            expected = torch.tensor(fill if isinstance(fill, tuple) else (fill,) * 3)[:, None].expand_as(got)
+        assert torch.allclose(got, expected) and not torch.equal(got, x[i][:, inside])
+    assert applied >= 10
+
+
+def test_plain_ops_apply_their_pixels_too():
+    x, y = batch(8)
+    x_aug = -x
+    for op in ("cutout", "erasing", "cutmix", "paste"):
+        keep = KeepAugment(op, 4 if op in ("cutout", "paste") else None, selective=False,
+                           num_classes=4 if op == "cutmix" else None)
+        out = keep(None, x, y, x_aug=x_aug, generator=torch.Generator().manual_seed(9))
+        for i, (x1, y1, x2, y2) in enumerate(out.boxes.tolist()):
+            inside = torch.zeros(16, 12, dtype=torch.bool)
+            inside[y1:y2, x1:x2] = True
+            rest = x_aug[i] if op == "paste" else x[i]
+            assert torch.equal(out.x[i][:, ~inside], rest[:, ~inside])
+            if inside.any():
+                if op == "erasing":
+                    assert (out.x[i][:, inside] != x[i][:, inside]).all()
+                else:
+                    new = {"cutout": lambda: torch.zeros_like(x[i]), "cutmix": lambda: x[out.perm[i]],
+                           "paste": lambda: x[i]}[op]()
+                    assert torch.equal(out.x[i][:, inside], new[:, inside])
+
+
+@pytest.mark.parametrize("op", ["cutout", "erasing", "cutmix", "paste"])
+def test_selective_boxes_avoid_or_take_a_salient_blob(op):
+    """A saliency map that is one bright blob in a corner: a selective cut never touches it, a selective paste
+    always does. Every box touching the blob outscores every box missing it; at least 60 % of the candidates
+    miss it (so the cut's 0.6-quantile is a missing box's score) and at least 5 % touch it (so the paste's
+    0.95-quantile is a touching box's score)."""
+    b, h, w = 32, 32, 32
+    sal = torch.full((b, h, w), 1e-4)
+    sal[:, :5, :5] = 1.0
+    x, y = batch(b, h, w)
+    keep = KeepAugment(op, 6 if op in ("cutout", "paste") else None, tau=0.95 if op == "paste" else 0.6,
+                       num_classes=4 if op == "cutmix" else None)
+    params = keep.sample(None, x, y, torch.Generator().manual_seed(3), saliency=sal)
+    for x1, y1, x2, y2 in params.boxes.tolist():
+        if x2 > x1 and y2 > y1:
+            touched = x1 < 5 and y1 < 5
+            assert touched if op == "paste" else not touched, (x1, y1, x2, y2)

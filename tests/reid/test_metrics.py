@@ -37,34 +37,55 @@ def test_center_loss_hand_computed():
 
 
 def brute_force_eval(dist, qp, gp, qc, gc):
-    """Direct definition: for each query rank the kept gallery, CMC@k, AP as the mean precision at hits."""
-    r1, aps = [], []
+    """Direct definition: for each query rank the kept gallery (same id *and* camera removed); CMC@k = the
+    share of valid queries with a true match in the top k; AP = the mean precision at the hits; INP = the
+    number of true matches over the rank of the last one (Ye et al. 2021)."""
+    ranks = (1, 5, 10)
+    cmc, aps, inps = {k: [] for k in ranks}, [], []
     for i in range(len(qp)):
         kept = [j for j in range(len(gp)) if not (gp[j] == qp[i] and gc[j] == qc[i])]
         kept.sort(key=lambda j: (dist[i][j], j))
         hits = [gp[j] == qp[i] for j in kept]
         if not any(hits):
             continue
-        r1.append(hits[0])
-        found, precisions = 0, []
+        for k in ranks:
+            cmc[k].append(any(hits[:k]))
+        found, precisions, last = 0, [], 0
         for rank, h in enumerate(hits, 1):
             if h:
                 found += 1
                 precisions.append(found / rank)
+                last = rank
         aps.append(sum(precisions) / len(precisions))
-    return 100 * np.mean(r1), 100 * np.mean(aps), len(aps)
+        inps.append(found / last)
+    return {**{f"rank{k}": 100 * np.mean(cmc[k]) for k in ranks}, "mAP": 100 * np.mean(aps),
+            "mINP": 100 * np.mean(inps), "valid_queries": len(aps)}
 
 
-def test_evaluator_matches_brute_force():
-    rng = np.random.default_rng(0)
-    qp, gp = rng.integers(0, 6, 15), rng.integers(0, 6, 60)
+@pytest.mark.parametrize("seed,n_ids", [(0, 6), (1, 3), (2, 20)])
+def test_evaluator_matches_brute_force(seed, n_ids):
+    rng = np.random.default_rng(seed)
+    qp, gp = rng.integers(0, n_ids, 15), rng.integers(0, n_ids, 60)
     qc, gc = rng.integers(0, 3, 15), rng.integers(0, 3, 60)
     dist = rng.random((15, 60))
+    dist[:, ::7] = dist[:, 1:2]  # ties: broken by gallery order in both
     got = evaluate_market(dist, qp, gp, qc, gc, max_rank=10)
-    r1, m_ap, n = brute_force_eval(dist, qp, gp, qc, gc)
-    assert got["valid_queries"] == n
-    assert got["rank1"] == pytest.approx(r1) and got["mAP"] == pytest.approx(m_ap)
+    ref = brute_force_eval(dist, qp, gp, qc, gc)
+    assert got["valid_queries"] == ref.pop("valid_queries")
+    for key, value in ref.items():
+        assert got[key] == pytest.approx(value), key
     assert got["rank1"] <= got["rank5"] <= got["rank10"] and 0 < got["mINP"] <= got["mAP"] + 1e-9
+    if n_ids == 6:  # a case where the rank-k values differ (3 ids: all 100 at rank 10; 20 ids: rank-1 is 0)
+        assert 0 < got["rank1"] < got["rank5"] < got["rank10"] < 100
+
+
+def test_cmc_beyond_the_gallery_size():
+    """A gallery shorter than max_rank: CMC@k saturates at the last rank instead of reading past it."""
+    dist = np.array([[0.3, 0.1, 0.2], [0.1, 0.2, 0.3]])
+    got = evaluate_market(dist, [1, 2], [2, 3, 1], [0, 0], [1, 1, 1], max_rank=10)
+    ref = brute_force_eval(dist, [1, 2], [2, 3, 1], [0, 0], [1, 1, 1])
+    assert got["rank5"] == got["rank10"] == 100 and got["rank1"] == ref["rank1"] == 50
+    assert got["mINP"] == pytest.approx(ref["mINP"]) and got["mAP"] == pytest.approx(ref["mAP"])
 
 
 def test_perfect_ranking_and_no_valid_query():
