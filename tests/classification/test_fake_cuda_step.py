@@ -84,3 +84,37 @@ def test_reid_step(monkeypatch, tmp_path):
     trainer.sampler.set_epoch(0)
     batch = next(iter(trainer.train_batches()))
     assert_sync_free(record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), True), "re-ID step")
+
+
+@pytest.mark.parametrize("kind", ["uda", "reid"])
+def test_uda_and_reid_backward_has_no_sync_op_on_cpu(kind, tmp_path):
+    """The piece fake CUDA cannot run: the backward passes of a whole UDA / re-ID step (saliency pass with
+    max-logit / label, consistency or ID + triplet + centre losses), on real CPU tensors, run no op that
+    would sync on a GPU."""
+    from ..fake_cuda import record_backward_cpu
+
+    if kind == "uda":
+        overrides = ["data.dataset=sample", "data.root=", "data.batch_size=4", "data.workers=0", "model.kwargs={}",
+                     "uda.labels=100", "uda.split=balanced", "uda.unsup_ratio=2", "train.max_steps_per_epoch=2",
+                     "train.tensorboard=false", "train.progress=false", f"train.output_dir={tmp_path / 'uda'}",
+                     "aug.method=keep_randaugment", "aug.low_res=true", "uda.threshold=0.05", "uda.tsa=linear_schedule"]
+        trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, overrides))
+    else:
+        from reid.engine import ReidTrainer
+        from reid.schema import ReidConfig
+
+        from ..reid.test_train import BASE as REID_BASE
+        from ..shared_data import extract_once
+
+        mini = extract_once("market1501-mini.tar.gz", "keepaug-market-mini")
+        overrides = [f"data.root={mini}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2",
+                     "data.height=64", "data.width=32", "data.workers=0", "train.progress=false", "train.device=cpu",
+                     "train.tensorboard=false", f"train.output_dir={tmp_path / 'reid'}", "aug.keep=true",
+                     "aug.low_res=true"]
+        trainer = ReidTrainer(load_config(ReidConfig, REID_BASE, overrides))
+    trainer.start_checks()
+    trainer.begin_epoch()
+    batch = next(iter(trainer.train_batches()))
+    rec = record_backward_cpu(lambda: trainer.step_batch(batch))
+    assert_sync_free(rec, f"{kind} step backward")
+    assert any("convolution_backward" in op for op in rec.ops), "no backward was recorded"

@@ -16,7 +16,7 @@ def main():
     config, out_dir, *overrides = sys.argv[1:]
     trainer = ReidTrainer(load_config(ReidConfig, config, overrides))
     trainer.sampler.set_epoch(0)
-    batches = [idx.tolist() for _, _, _, idx in trainer.loader]
+    batches = [batch.indices.tolist() for batch in trainer.loader]
     trainer.fit()
     blob = b"".join(p.detach().cpu().numpy().tobytes() for p in trainer.net.parameters())
     result = {"world": trainer.info.world_size, "batch_size": trainer.loader.batch_size,

@@ -18,7 +18,7 @@ def test_two_process_ddp_keeps_the_global_batch_and_steps(tiny, tmp_path):  # no
     overrides = [*tiny, "train.epochs=1", "train.max_steps_per_epoch=2", "eval.every=100"]
     single = ReidTrainer(load_config(ReidConfig, BASE, overrides))
     single.sampler.set_epoch(0)
-    one = [idx.tolist() for _, _, _, idx in single.loader]
+    one = [batch.indices.tolist() for batch in single.loader]
     out = tmp_path / "records"
     out.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
