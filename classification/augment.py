@@ -106,7 +106,7 @@ def plan(aug_cfg) -> AugPlan:
     if keep_paste and image == "none":
         raise ValueError(f"aug.keep_paste needs an image policy to paste into (aug.image is none with "
                          f"aug.method={method})")
-    mode = getattr(aug_cfg, "cutmix_mode", "elem")
+    mode = aug_cfg.cutmix_mode
     if mode not in CUTMIX_MODES:
         raise ValueError(f"aug.cutmix_mode must be one of {', '.join(CUTMIX_MODES)}, got {mode!r}")
     if mode == "batch" and region == "cutmix" and keep_cut:
@@ -114,7 +114,7 @@ def plan(aug_cfg) -> AugPlan:
                          "with aug.region=cutmix) picks each image's box from that image's own saliency: it is "
                          "per image by construction; use aug.cutmix_mode=elem (CutMix elem is its like-for-like "
                          "control)")
-    area = getattr(aug_cfg, "cutout_area", 0.0)
+    area = aug_cfg.cutout_area
     if area and (region != "cutout" or keep_cut):
         raise ValueError(f"aug.cutout_area={area} sets the mean area of a plain Cutout (the area-matched control "
                          f"of KeepCutout); it needs aug.region=cutout without aug.keep_cut (got region {region}, "

@@ -21,6 +21,7 @@ from torchvision import transforms as T
 
 from core.engine.batch import Batch, Collate, Corrupt
 from core.engine.seeding import EpochSeeded, WithEpoch
+from core.engine.workers import worker_message
 
 from .augment import image_transform
 from .device_data import DeviceLoader, decode_all
@@ -38,7 +39,7 @@ class UnreadableImage(OSError):
 
     def __init__(self, path: str, err: Exception | None = None) -> None:
         if err is None:  # re-raised from a worker: the traceback ends with "...UnreadableImage: <message>"
-            message = path.rstrip().rpartition(f"{type(self).__name__}: ")[2]
+            message = worker_message(path) or path
             super().__init__(message)
             self.path = message  # names the file (the worker's Corrupt marker, not this, carries the bare path)
             return

@@ -14,33 +14,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from core import EarlyHead
+from core import BackboneWithHead, EarlyHead
 from core.engine.batch import Batch
 from core.engine.checkpoint import save_on_main
 from core.engine.config import to_dict
 from core.engine.distributed import all_reduce_sum
 from core.engine.trainer import StepStats, TrainerBase
-from core.saliency import unwrap_model
 
 from .augment import batch_augment
 from .data import EVAL_COLLATE, WorkerLoader, build_datasets, device_loader, use_device_loader
 from .metrics import topk_correct
 from .models import create_model, early_hook_point
-
-
-class TrainModule(nn.Module):
-    """Backbone plus optional early head, so DDP synchronises both."""
-
-    def __init__(self, backbone: nn.Module, head: EarlyHead | None) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, x: torch.Tensor):
-        logits = self.backbone(x)
-        return logits, (self.head() if self.head is not None else None)
 
 
 def lr_lambda(optim_cfg, epochs: int, steps_per_epoch: int):
@@ -70,7 +56,7 @@ class Trainer(TrainerBase):
             at = cfg.aug.early_head_at or early_hook_point(self.backbone)
             self.head = EarlyHead(self.backbone, at, cfg.model.num_classes, weight=cfg.aug.early_head_weight)
             self.head.to(self.device)
-        self.module = TrainModule(self.backbone, self.head)
+        self.module = BackboneWithHead(self.backbone, self.head)  # one module: DDP synchronises the head too
         if cfg.model.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.generator = self.seed_rank_streams()
@@ -79,6 +65,7 @@ class Trainer(TrainerBase):
         lr = cfg.optim.lr
         if cfg.optim.lr_reference_batch:
             lr *= cfg.data.batch_size * self.info.world_size / cfg.optim.lr_reference_batch
+        self.clip_norm = cfg.optim.clip_grad_norm
         self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr, momentum=cfg.optim.momentum,
                                          nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay,
                                          **self.optimizer_options())
@@ -126,14 +113,14 @@ class Trainer(TrainerBase):
         inputs, target = x, y
         if self.keep is not None:
             with self.autocast():
-                out = self.keep(unwrap_model(self.model).backbone, x, y, x_aug=x_aug, generator=self.generator)
+                out = self.keep(self.backbone, x, y, x_aug=x_aug, generator=self.generator)
             inputs, target = out.x, out.target
         with self.autocast():
             logits, aux = self.forward(inputs)
             loss = F.cross_entropy(logits.float(), target)
             if aux is not None:
                 loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
-        self.optimizer_step(loss, self.module.parameters())
+        self.optimizer_step(loss)
         loss = loss.detach()
         hits = (logits.argmax(1) == y).sum().float()
         n = len(batch)  # full_like: a fill on the device, not a host-to-device copy

@@ -45,7 +45,7 @@ from core.engine.batch import Batch, Collate, Corrupt
 from core.engine.seeding import EpochSeeded
 from core.engine.trainer import StepStats
 
-from .data import EVAL_COLLATE, EvalView, TrainView, base_dataset, limit
+from .data import EVAL_COLLATE, EvalView, TrainView, base_dataset, limit, same_draws
 from .engine import Trainer
 from .schema import ClsConfig
 from .semi import (
@@ -133,12 +133,8 @@ class UnlabelledView(Dataset):
         clean = v.geometric(img)
         marked = v.pair and isinstance(v.image_op, UDARandAugment) and v.image_op.cutout > 0
         augmented = v.image_op.marked(img) if marked else v.image_op(img)
-        state = torch.get_rng_state()
-        views = [v.to_tensor(clean), v.to_tensor(v.geometric(augmented))]
-        if v.pair:
-            torch.set_rng_state(state)
-            views.append(v.to_tensor(v.geometric(img)))
-        return (*views, i)
+        views = [clean, *same_draws(v.geometric, augmented, img)] if v.pair else [clean, v.geometric(augmented)]
+        return (*map(v.to_tensor, views), i)
 
 
 class StepSampler(Sampler[int]):
@@ -242,7 +238,7 @@ class UDATrainer(Trainer):
             cons, mask_rate = uda_consistency(logits[n_l:n_l + n_u], logits[n_l + n_u:], cfg.uda.temperature,
                                               cfg.uda.threshold)
             loss = sup + cfg.uda.coeff * cons
-        self.optimizer_step(loss, self.module.parameters())
+        self.optimizer_step(loss)
         hits = (logits[:n_l].argmax(1) == y).sum().float()
         loss = loss.detach()
         return StepStats(loss, torch.stack([loss, sup.detach(), cons.detach(), mask_rate, hits,

@@ -16,20 +16,21 @@ from torch import nn
 
 
 class BackboneWithHead(nn.Module):
-    """``backbone`` and its early ``head`` as one module (for DDP); ``forward(x) -> (logits, aux_logits)``.
+    """``backbone`` and its early ``head`` as one module (for DDP); ``forward(x) -> (logits, aux_logits)``
+    (``aux_logits`` None without a head, so a trainer can hold the pair whether or not it uses one).
 
     The head's hook must be on ``backbone`` (``EarlyHead(backbone, ...)``, not on a DDP wrapper); wrap this
     module, not the backbone, in ``DistributedDataParallel``, give its ``parameters()`` to the optimizer
     and use ``head.loss(y, aux_logits)`` for the auxiliary term.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module | None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = self.backbone(x)
-        return logits, self.head()
+        return logits, (self.head() if self.head is not None else None)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -5,32 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 
 from core.engine.config import ConfigError, load_config
+from core.engine.workers import worker_message
 
 DEBUG_ENV = "KEEPAUG_DEBUG"  # =1: full tracebacks instead of one-line errors
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
-
-
-# torch's DataLoader re-raises a worker's exception as ``Caught <Type> in DataLoader worker process N.`` plus
-# the worker's whole traceback (torch.utils.data._utils.worker / torch._utils.ExceptionWrapper)
-WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
-
-
-def worker_message(text: str) -> str | None:
-    """The original one-line message of an exception a DataLoader worker raised (the last line of the
-    worker's traceback, ``module.Type: message``, without the type), or None for any other text."""
-    found = WORKER_ERROR.match(text)
-    if found is None:
-        return None
-    lines = text.rstrip().splitlines()
-    for line in reversed(lines):
-        head, sep, rest = line.partition(": ")
-        if sep and not line.startswith(" ") and head.rsplit(".", 1)[-1] == found.group(1):
-            return rest
-    return lines[-1].strip()
 
 
 def one_line(err: BaseException) -> str:

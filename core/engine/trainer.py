@@ -65,6 +65,8 @@ class TrainerBase:
     ``counter`` and ``stat_names``."""
 
     counter = "epoch"  # what the run counts in its log lines ("step" for UDA rounds)
+    clip_norm = 0.0  # > 0: optimizer_step clips the global gradient norm of ``module``'s parameters to this
+    resume_changes: list[str] = []  # the allowed config changes of the checkpoint last loaded (for the log)
     unit_name = "epoch"  # the progress bar's label
     schedule_per = "step"  # the scheduler steps after every optimisation step, or at every epoch's end
     stat_names: tuple[str, ...] = ("loss",)
@@ -132,9 +134,9 @@ class TrainerBase:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def optimizer_step(self, loss: torch.Tensor, clip_params=None) -> None:
+    def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward and update, the same for every trainer: zero the gradients, backward through the grad
-        scaler, clip the unscaled gradients' global norm (``optim.clip_grad_norm`` > 0, of ``clip_params``;
+        scaler, clip the unscaled gradients' global norm (``clip_norm`` > 0, over ``module``'s parameters;
         on the device, no host read), step ``optimizer`` then each ``extra_optimizers`` entry
         ``(optimizer, prepare)`` (``prepare()`` runs on its unscaled gradients first), update the scaler,
         and step a per-step schedule."""
@@ -142,10 +144,9 @@ class TrainerBase:
         for opt, _ in self.extra_optimizers:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        clip = getattr(self.cfg.optim, "clip_grad_norm", 0.0)
-        if clip > 0:
+        if self.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(clip_params, clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_norm, foreach=True)
         self.scaler.step(self.optimizer)
         for opt, prepare in self.extra_optimizers:
             self.scaler.unscale_(opt)
@@ -392,8 +393,6 @@ class TrainerBase:
         self.resume_changes = run_dir.check_resume_config(stored, to_dict(self.cfg), Path(path), only,
                                                           run_dir.may_change(self.cfg))
         return ckpt
-
-    resume_changes: list[str] = []
 
     def log_epoch(self, row: dict) -> None:
         """The epoch's row: ``metrics.csv`` / TensorBoard, and one line on the terminal and in ``train.log``."""
