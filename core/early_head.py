@@ -130,6 +130,12 @@ class EarlyHead(nn.Module):
 
     def saliency_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run ``model`` only up to the hook point and return the aux logits of ``x``."""
+        return self.fc(self.saliency_pooled(model, x))
+
+    def saliency_pooled(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Run ``model`` only up to the hook point and return the pooled features ``(B, C)`` of ``x``: the
+        gradient of the aux logit ``k`` with respect to them is ``fc.weight[k]``, so a label's saliency
+        needs no head forward or backward (:func:`core.saliency.saliency_map`)."""
         self._stop, self._features = True, None
         try:
             model(x)
@@ -141,7 +147,8 @@ class EarlyHead(nn.Module):
             why = (f"{type(model).__name__} is compiled, and {_COMPILE_HINT}" if is_compiled(model) else
                    "does the model's forward call this module?")
             raise RuntimeError(f"the forward never reached the early head's hook point {self.at!r}: {why}")
-        return self()
+        features, self._features = self._features, None
+        return self.pool(features)
 
     def extra_repr(self) -> str:
         layout = f", layout={self.layout!r}" if self.layout else ""

@@ -35,15 +35,23 @@ OPS = ("cutout", "erasing", "cutmix", "paste")
 _PLACEMENT = {"cutout": "clip", "erasing": "inside", "cutmix": "clip", "paste": "clip"}
 
 
+def count_zero_maps(saliency: torch.Tensor | None) -> torch.Tensor | None:
+    """The number of all-zero ``(H, W)`` maps in ``saliency`` (a 0-d int64 tensor on its device)."""
+    return None if saliency is None else (saliency.flatten(1).amax(1) == 0).sum()
+
+
 @dataclass
 class KeepParams:
-    """The random choices for one batch: boxes ``(B, 4)``, CutMix partners, the saliency used and how many
-    of its maps are all zero."""
+    """The random choices for one batch: boxes ``(B, 4)``, CutMix partners and the saliency used
+    (``zero_saliency``: how many of its maps are all zero, counted when read)."""
 
     boxes: torch.Tensor
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
-    zero_saliency: torch.Tensor | None = None
+
+    @property
+    def zero_saliency(self) -> torch.Tensor | None:
+        return count_zero_maps(self.saliency)
 
 
 @dataclass
@@ -52,8 +60,9 @@ class KeepOutput:
 
     ``zero_saliency`` (selective ops): a 0-d int64 tensor on the batch's device, the number of images whose
     saliency map is all zero, for which the selective op drew uniformly like the plain op (a float16 pass
-    that underflowed, or a model with no input gradient). It is never read on an accelerator (no host sync):
-    read it where the loop already syncs, e.g. ``int(out.zero_saliency)`` when logging.
+    that underflowed, or a model with no input gradient). It is counted when read (three kernels a step
+    saved when nobody looks) and never read on an accelerator by this package (no host sync): read it where
+    the loop already syncs, e.g. ``int(out.zero_saliency)`` when logging.
     """
 
     x: torch.Tensor
@@ -63,7 +72,10 @@ class KeepOutput:
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
     paste_boxes: torch.Tensor | None = None  # a KeepPipeline's paste step, before its region op
-    zero_saliency: torch.Tensor | None = None
+
+    @property
+    def zero_saliency(self) -> torch.Tensor | None:
+        return count_zero_maps(self.saliency)
 
 
 class KeepAugment:
@@ -192,18 +204,18 @@ class KeepAugment:
                             early_head=self.early_head, autocast_dtype=self.saliency_dtype, output=self.output,
                             grad_scale=self._grad_scales[x.device])
 
-    def _count_zero(self, sal: torch.Tensor) -> torch.Tensor:
-        """Images whose map is all zero (0-d int64, on the device). Warned about once, on the CPU only,
-        where reading it costs no device sync."""
-        zero = (sal.flatten(1).amax(1) == 0).sum()
-        if zero.device.type == "cpu" and not self._warned_zero and bool(zero):
+    def _warn_zero(self, sal: torch.Tensor) -> None:
+        """Warn once about all-zero maps, on the CPU only, where counting them costs no device sync."""
+        if sal.device.type != "cpu" or self._warned_zero:
+            return
+        zero = count_zero_maps(sal)
+        if bool(zero):
             self._warned_zero = True
             warnings.warn(f"{int(zero)} of {sal.shape[0]} saliency maps are all zero, so the selective op drew "
                           f"those boxes uniformly: a float16 saliency pass that underflowed (use "
                           f"saliency_dtype=torch.bfloat16 or float32), or logits that do not depend on the input "
                           f"(a zero-initialised classifier)? KeepOutput.zero_saliency counts them (warned once)",
                           stacklevel=2)
-        return zero
 
     @torch.no_grad()
     def sample(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -232,7 +244,9 @@ class KeepAugment:
         else:
             boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
         perm = torch.randperm(b, generator=generator, device=x.device) if self.op == "cutmix" else None
-        return KeepParams(boxes, perm, sal, self._count_zero(sal) if sal is not None else None)
+        if sal is not None:
+            self._warn_zero(sal)
+        return KeepParams(boxes, perm, sal)
 
     @torch.no_grad()
     def apply(self, params: KeepParams, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -254,8 +268,7 @@ class KeepAugment:
             if x_aug is None:
                 raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
             out = ops.paste(x_aug, x, params.boxes)
-        return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency,
-                          zero_saliency=params.zero_saliency)
+        return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency)
 
     def __call__(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None = None,
                  x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:

@@ -23,12 +23,13 @@ def _check_boxes(boxes: torch.Tensor, batch: int) -> None:
 
 
 def boxes_to_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``(B, 4)`` boxes -> ``(B, 1, H, W)`` bool mask, True inside the box."""
-    dev = boxes.device
-    ys = torch.arange(height, device=dev)[None, :, None]
-    xs = torch.arange(width, device=dev)[None, None, :]
-    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
-    return ((ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2))[:, None]
+    """``(B, 4)`` boxes -> ``(B, 1, H, W)`` bool mask, True inside the box (five kernels: one comparison of
+    every coordinate with one ``arange``, then rows and columns)."""
+    coords = torch.arange(max(height, width), device=boxes.device)
+    past = coords >= boxes[:, :, None]  # (B, 4, L): at or past x1, y1, x2, y2
+    rows = past[:, 1, :height] > past[:, 3, :height]  # y1 <= y < y2
+    cols = past[:, 0, :width] > past[:, 2, :width]  # x1 <= x < x2
+    return (rows[:, :, None] & cols[:, None, :])[:, None]
 
 
 def box_area_fraction(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .regions import anchor_boxes, region_scores
+from .regions import anchor_boxes, boxes_at, region_scores
 from .sampling import candidate_mask, select_anchors
-from .sizes import as_sizes, check_sizes_fit
+from .sizes import as_sizes, check_sizes_fit, parse_size
 
 
 def selective_boxes(
@@ -38,8 +38,19 @@ def selective_boxes(
             box (see :func:`core.regions.region_scores`).
     """
     scores = region_scores(saliency, size, placement, reduce=score)
-    anchor = select_anchors(candidate_mask(scores, tau, mode), generator)
+    anchor = select_anchors(candidate_mask(scores, tau, mode, candidate_count(size, *scores.shape[1:], placement)),
+                            generator)
     return anchor_boxes(anchor, size, saliency.shape[1], saliency.shape[2], placement)
+
+
+def candidate_count(size, height: int, width: int, placement: str) -> int | None:
+    """How many anchors of an image are candidates, when the same for every image (one static size)."""
+    size = parse_size(size)
+    if isinstance(size, torch.Tensor):
+        return None
+    if placement == "clip":
+        return height * width
+    return (height - size[0] + 1) * (width - size[1] + 1)
 
 
 def random_boxes(
@@ -54,14 +65,16 @@ def random_boxes(
     """Uniform boxes ``(B, 4)``: a uniform centre (``"clip"``) or a uniform fitting top-left corner
     (``"inside"``)."""
     check_sizes_fit(size, height, width)
-    sizes = as_sizes(size, batch, torch.device(device))
+    if placement not in ("clip", "inside"):
+        raise ValueError(f"placement must be 'clip' or 'inside', got {placement!r}")
+    size = parse_size(size)
     u = torch.rand((batch, 2), generator=generator, device=device, dtype=torch.float64)
     if placement == "clip":
         iy, ix = (u[:, 0] * height).long(), (u[:, 1] * width).long()
-    elif placement == "inside":
+    elif isinstance(size, torch.Tensor):
+        sizes = as_sizes(size, batch, torch.device(device))
         iy = (u[:, 0] * (height - sizes[:, 0] + 1).clamp_min(1)).long()
         ix = (u[:, 1] * (width - sizes[:, 1] + 1).clamp_min(1)).long()
     else:
-        raise ValueError(f"placement must be 'clip' or 'inside', got {placement!r}")
-    anchor = iy.clamp_max(height - 1) * width + ix.clamp_max(width - 1)
-    return anchor_boxes(anchor, sizes, height, width, placement)
+        iy, ix = (u[:, 0] * (height - size[0] + 1)).long(), (u[:, 1] * (width - size[1] + 1)).long()
+    return boxes_at(iy.clamp_max(height - 1), ix.clamp_max(width - 1), size, height, width, placement)

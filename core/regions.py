@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_finite, check_maps, check_values
+from ._checks import check_finite, check_maps
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
 PLACEMENTS = ("clip", "inside")
@@ -59,12 +59,13 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     selective cut (they score low because they are small); the mean compares boxes per pixel. A box
     of area 0 scores 0.
 
-    What is exact: a box holding no nonzero pixel (counted with an int64 summed-area table of
-    ``saliency != 0``) scores exactly 0, so empty and all-zero boxes tie exactly whatever the dynamic
-    range of the rest of the map (plain float64 table differences leave them at +-1e-5 next to values
-    of 1e10), and no score is negative (rounding below 0 is clamped). Other scores, and so ties among
-    boxes with nonzero pixels, are exact up to the float64 rounding of the table: an absolute error of
-    order 1e-16 of the map's total (at most about ``4 * (H + W) * 1.1e-16`` of it).
+    What is exact: no score is negative and a box holding no nonzero pixel scores exactly 0, so empty and
+    all-zero boxes tie exactly whatever the dynamic range of the rest of the map (plain float64 table
+    differences leave them at +-1e-5 next to values of 1e10). With one size for the batch the boxes are
+    summed directly in float64 (two separable pooling passes: boxes with the same pixels tie exactly, and
+    a sum of non-negative numbers is 0 only when they all are); per-image sizes take differences of a
+    float64 summed-area table, with an int64 table of ``saliency != 0`` for the exact zeros, exact up to
+    the table's rounding (an absolute error of order 1e-16 of the map's total).
 
     Args:
         saliency: ``(B, H, W)`` non-negative, finite importance map (B, H, W > 0).
@@ -85,10 +86,11 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     height, width = saliency.shape[1:]
     size = parse_size(size)
     check_sizes_fit(size, height, width)
+    if check:
+        check_saliency_values(saliency)
+    if not isinstance(size, torch.Tensor) and min(size) > 0:
+        return _pooled_scores(saliency, *size, placement, reduce)
     sat = summed_area_table(saliency)
-    if check:  # the float64 total of each map is finite iff every value is
-        check_finite(sat[:, -1, -1], "saliency")
-        check_values(saliency.flatten(1).amin(1) >= 0, "saliency must be non-negative")
     sums = _box_sums(sat, size, placement)
     nonzero = _box_sums(summed_area_table(saliency != 0), size, placement)
     scores = torch.where(nonzero > 0, sums.clamp_min(0.0), 0.0)
@@ -97,6 +99,32 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     if placement == "inside":
         scores = scores.masked_fill(~_fits_inside(size, height, width, saliency.device), float("nan"))
     return scores
+
+
+def check_saliency_values(saliency: torch.Tensor) -> None:
+    """A saliency map must be finite and non-negative: ``ValueError`` naming which on the CPU, one
+    asynchronous device assert elsewhere (three small kernels, no synchronisation)."""
+    ok = saliency.nan_to_num(-1.0, -1.0, -1.0).amin() >= 0  # NaN, +-Inf and negative values all fail
+    if ok.device.type != "cpu":
+        torch._assert_async(ok, "saliency must be finite and non-negative (it holds NaN, Inf or a negative value)")
+    elif not bool(ok):
+        check_finite(saliency, "saliency")
+        raise ValueError("saliency must be non-negative")
+
+
+def _pooled_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduce: str) -> torch.Tensor:
+    """One size ``(h, w)`` (both > 0) for the batch: every anchor's box summed (or averaged over its
+    clipped area) in float64 by a rows pass and a columns pass of zero-padded pooling."""
+    height, width = saliency.shape[1:]
+    s = saliency.to(torch.float64)[:, None]
+    if placement == "clip":  # zero padding is the clipping; the window of output i covers [i - h // 2, i - h // 2 + h)
+        opts = dict(count_include_pad=False) if reduce == "mean" else dict(divisor_override=1)
+        s = F.avg_pool2d(s, (h, 1), stride=1, padding=(h // 2, 0), **opts)
+        s = F.avg_pool2d(s, (1, w), stride=1, padding=(0, w // 2), **opts)
+        return s[:, 0, :height, :width].contiguous()  # an even side gives one extra row / column
+    opts = dict(divisor_override=1) if reduce == "sum" else {}
+    s = F.avg_pool2d(F.avg_pool2d(s, (h, 1), stride=1, **opts), (1, w), stride=1, **opts)
+    return F.pad(s[:, 0], (0, w - 1, 0, h - 1), value=float("nan"))  # anchors whose box does not fit
 
 
 def box_areas(size, batch: int, height: int, width: int, placement: str, device) -> torch.Tensor:
@@ -153,7 +181,21 @@ def _fits_inside(size: tuple[int, int] | torch.Tensor, height: int, width: int, 
 
 def anchor_boxes(anchor: torch.Tensor, size, height: int, width: int, placement: str = "clip") -> torch.Tensor:
     """Boxes ``(B, 4)`` = ``(x1, y1, x2, y2)`` of the chosen flat anchor index per image."""
-    sizes = as_sizes(size, anchor.shape[0], anchor.device)
-    y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
-    iy, ix = (anchor // width)[:, None], (anchor % width)[:, None]
-    return torch.cat([x1.gather(1, ix), y1.gather(1, iy), x2.gather(1, ix), y2.gather(1, iy)], dim=1)
+    return boxes_at(anchor // width, anchor % width, size, height, width, placement)
+
+
+def boxes_at(iy: torch.Tensor, ix: torch.Tensor, size, height: int, width: int, placement: str = "clip") -> torch.Tensor:
+    """Boxes ``(B, 4)`` of the anchors at rows ``iy`` and columns ``ix`` ``(B,)``, clipped to the image."""
+    _check_placement(placement)
+    size = parse_size(size)
+    if isinstance(size, torch.Tensor):
+        sizes = as_sizes(size, iy.shape[0], iy.device)
+        y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
+        iy, ix = iy[:, None], ix[:, None]
+        return torch.cat([x1.gather(1, ix), y1.gather(1, iy), x2.gather(1, ix), y2.gather(1, iy)], dim=1)
+    h, w = size  # one size: a few kernels on (B,) tensors
+    top, left = (iy - h // 2, ix - w // 2) if placement == "clip" else (iy, ix)
+    if height == width:
+        return torch.stack([left, top, left + w, top + h], dim=1).clamp(0, height)
+    return torch.stack([left.clamp(0, width), top.clamp(0, height), (left + w).clamp(0, width),
+                        (top + h).clamp(0, height)], dim=1)

@@ -123,7 +123,7 @@ def saliency_map(
 
     grad = _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale,
                            low_res_failure if low is not None else None)
-    sal = grad.abs().amax(dim=1).float()
+    sal = torch.linalg.vector_norm(grad, float("inf"), dim=1).float()  # max_c |g_c|, one kernel
     if scale is not None:
         sal, overflowed = unscale(sal, scale)
         if scaler is not None:
@@ -141,6 +141,8 @@ def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, 
             else contextlib.nullcontext())
     with eval_mode(net), torch.enable_grad(), cast:
         try:
+            if early_head is not None and mode == "label":
+                return _early_head_label_gradient(net, inp, target, early_head, scale)
             logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
         except AssertionError as err:  # a model's own size check (timm _assert, torch._assert)
             if low_res_failure is None:
@@ -156,6 +158,16 @@ def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, 
             chosen = logits.max(dim=1).values
         objective = chosen.float().sum()
         (grad,) = torch.autograd.grad(objective if scale is None else objective * scale, inp)
+    return grad
+
+
+def _early_head_label_gradient(net, inp, target, early_head, scale):
+    """The label's input gradient through an early head without running it: the head is linear in the
+    pooled features, so d(aux logit y) / d(pooled) = ``fc.weight[y]`` (what autograd's one-hot ``mm``
+    gives, bit for bit), backpropagated from the pooled features; ``scale`` multiplies it (float16)."""
+    pooled = early_head.saliency_pooled(net, inp)
+    weight = early_head.fc.weight.index_select(0, target.to(pooled.device).long())
+    (grad,) = torch.autograd.grad(pooled, inp, (weight if scale is None else weight * scale).to(pooled.dtype))
     return grad
 
 
