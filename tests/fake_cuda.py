@@ -6,7 +6,8 @@ ones that would make the host wait for the device or copy between host and devic
 names its *pattern* (``Violation.pattern``, one of :data:`PATTERNS`; the self-test in
 ``tests/core/test_fake_cuda.py`` triggers every one of them, and fails if one is added without a case):
 
-- ops that read a device value on the host (:data:`SYNC_OPS`): ``_local_scalar_dense`` (``.item()``,
+- ops that read a device value on the host (:data:`SYNC_OPS`; the same op on host tensors only waits for
+  nothing, e.g. a CPU optimizer state's ``step.item()``): ``_local_scalar_dense`` (``.item()``,
   ``if tensor:``, ``int(t)``, ``.tolist()``), ``equal`` / ``allclose``, ``nonzero`` / ``masked_select`` /
   ``unique*`` / ``bincount`` / ``repeat_interleave`` (the output size depends on the data), ``histc``,
   ``multinomial`` (validates the distribution with ``.item()``), ``_linalg_check_errors`` (``torch.linalg``
@@ -22,6 +23,10 @@ names its *pattern* (``Violation.pattern``, one of :data:`PATTERNS`; the self-te
 
 Composite ops (``item``, ``is_nonzero``, ``argwhere``, ``nonzero_numpy``, ``tolist``) never reach a
 dispatch mode: they are seen as the op they decompose into (``_local_scalar_dense``, ``nonzero``).
+
+:meth:`HostSyncRecorder.kernels` lists the recorded ops that launch device work (not views, allocations or
+host scalars): the kernel budgets of ``tests/classification/test_kernel_budget.py``. The zero-gradient
+stand-ins below run unrecorded.
 
 The recorder also keeps each op's input dtypes (``dtypes``, aligned with ``ops``; see
 :meth:`HostSyncRecorder.ran`), so a test can check that, e.g., a convolution really ran in bf16.
@@ -64,6 +69,9 @@ _SYNC_REASONS = {
     "_linalg_check_errors": "torch.linalg checks its info tensor on the host (sync); use the *_ex variant",
     "multinomial": "validates the distribution on the host (.item(): sync)",
 }
+# Ops that launch no device kernel: allocations and host-side scalars (views are told apart by ``is_view``).
+NOT_KERNELS = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "scalar_tensor",
+                         "lift_fresh", "_local_scalar_dense"})
 INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index", "_unsafe_index_put"})
 
 # Every pattern the recorder can report (``Violation.pattern``) -> what it means.
@@ -161,6 +169,8 @@ class HostSyncRecorder(TorchDispatchMode):
     ops: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     dtypes: list[tuple[torch.dtype, ...]] = field(default_factory=list)  # input tensors' dtypes, per op
+    launches: list[bool] = field(default_factory=list)  # per op: does it launch device work (see kernels())
+    paused: bool = False  # the zero-gradient stand-ins run unrecorded
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -181,11 +191,13 @@ class HostSyncRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.backward_only and torch._C._current_graph_task_id() == -1:
+        if self.paused or (self.backward_only and torch._C._current_graph_task_id() == -1):
             return func(*args, **kwargs)
         name = _base_name(func)
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         self.ops.append(str(func))
+        self.launches.append(str(func).startswith("aten.") and not getattr(func, "is_view", False)
+                             and name not in NOT_KERNELS)
         self.dtypes.append(tuple(t.dtype for t in tensors))
         self._check(func, name, args, kwargs)
         out = func(*args, **kwargs)
@@ -196,18 +208,24 @@ class HostSyncRecorder(TorchDispatchMode):
                     self._made[t] = True
         return out
 
+    def kernels(self) -> list[str]:
+        """The recorded aten ops that launch device work: not views, allocations or host scalars (nor the
+        ``prim`` ops of fake tensors' own bookkeeping)."""
+        return [op for op, launches in zip(self.ops, self.launches) if launches]
+
     def ran(self, op: str, dtype: torch.dtype) -> bool:
         """Whether an op whose name contains ``op`` (e.g. ``"convolution"``) ran with an input of ``dtype``."""
         return any(op in name and dtype in dtypes for name, dtypes in zip(self.ops, self.dtypes))
 
     def _check(self, func, name: str, args, kwargs) -> None:
-        if name in SYNC_OPS:
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        on_host = bool(tensors) and all(t.device.type == "cpu" for t in tensors)  # .item() of a host tensor
+        if name in SYNC_OPS and not on_host:
             self.violations.append(_violation(str(func), f"sync:{name}"))
         if name in INDEX_OPS:
             idx = args[1] if len(args) > 1 else kwargs.get("indices", ())
             if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in idx or ()):
                 self.violations.append(_violation(str(func), f"bool-index:{name}"))
-        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         devices = {t.device.type for t in tensors if not (t.device.type == "cpu" and t.dim() == 0)}
         if name == "_to_copy":
             target = kwargs.get("device")
@@ -232,9 +250,23 @@ class HostSyncRecorder(TorchDispatchMode):
             self.violations.append(_violation(str(func), "mixed-devices", f"mixes devices {sorted(devices)}"))
 
 
+@contextlib.contextmanager
+def _unrecorded():
+    """Pause every active recorder (the stand-ins' own ops are not the step's)."""
+    states = [(rec, rec.paused) for rec in _ACTIVE]
+    for rec, _ in states:
+        rec.paused = True
+    try:
+        yield
+    finally:
+        for rec, paused in states:
+            rec.paused = paused
+
+
 def _zero_grad(outputs, inputs, *args, **kwargs):
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-    return tuple(torch.zeros_like(i) for i in inputs)
+    with _unrecorded():
+        return tuple(torch.zeros_like(i) for i in inputs)
 
 
 def _leaves(roots) -> list[torch.Tensor]:
@@ -253,8 +285,9 @@ def _leaves(roots) -> list[torch.Tensor]:
 
 def _zero_backward(tensors, grad_tensors=None, *args, **kwargs):
     roots = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
-    for leaf in _leaves(roots):
-        leaf.grad = torch.zeros_like(leaf) if leaf.grad is None else leaf.grad + 0
+    with _unrecorded():
+        for leaf in _leaves(roots):
+            leaf.grad = torch.zeros_like(leaf) if leaf.grad is None else leaf.grad + 0
 
 
 @contextlib.contextmanager
@@ -280,16 +313,18 @@ def move_to_fake_cuda(trainer, mode: FakeTensorMode) -> None:
         return mode.from_tensor(t).to(dev)
 
     new: dict[int, tuple[torch.Tensor, torch.nn.Parameter]] = {}  # id(old) -> (old kept alive, new)
+    moved: set[int] = set()  # ids of the new parameters
     modules = [v for v in vars(trainer).values() if isinstance(v, torch.nn.Module)]
     for module in modules:
         for m in module.modules():
             for name, p in list(m._parameters.items()):
-                if p is not None:
+                if p is not None and id(p) not in moved:  # a module reached twice (backbone inside module)
                     if id(p) not in new:
                         new[id(p)] = (p, torch.nn.Parameter(convert(p.detach()), requires_grad=p.requires_grad))
                     m._parameters[name] = new[id(p)][1]
+                    moved.add(id(new[id(p)][1]))
             for name, b in list(m._buffers.items()):
-                if b is not None:
+                if b is not None and b.device.type == "cpu":
                     m._buffers[name] = convert(b)
     for opt in (v for v in vars(trainer).values() if isinstance(v, torch.optim.Optimizer)):
         assert not opt.state, "move the trainer before its first step"
