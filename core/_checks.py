@@ -36,11 +36,10 @@ def check_values(ok: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the bool tensor ``ok`` is all True. On the CPU this is
     immediate; on an accelerator it is an asynchronous device assert (a host-side check would
     synchronise), which fails the next synchronising call."""
-    if ok.device.type == "cpu":
-        if not bool(ok.all()):
-            raise ValueError(message)
-    else:
+    if ok.device.type != "cpu" or torch.compiler.is_compiling():  # no host read in a compiled graph either
         torch._assert_async(ok.all(), message)
+    elif not bool(ok.all()):
+        raise ValueError(message)
 
 
 def check_finite(s: torch.Tensor, name: str = "saliency") -> None:

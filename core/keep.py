@@ -23,6 +23,7 @@ from torch import nn
 
 from . import ops
 from ._checks import check_batch, check_batched, check_images, check_range, check_tau
+from .draws import permutation, uniform
 from .grad_scale import SaliencyScaler
 from .model_io import Output
 from .policy import random_boxes, selective_boxes
@@ -191,7 +192,7 @@ class KeepAugment:
         if self.op == "cutmix":
             return sample_cutmix_sizes(b, h, w, self.cutmix_beta, self.p, generator, x.device)
         if self.p < 1.0:
-            keep = torch.rand(b, generator=generator, device=x.device) < self.p
+            keep = uniform((b,), generator, x.device) < self.p
             return as_sizes(self.size, b, x.device) * keep[:, None]
         return self.size
 
@@ -206,7 +207,7 @@ class KeepAugment:
 
     def _warn_zero(self, sal: torch.Tensor) -> None:
         """Warn once about all-zero maps, on the CPU only, where counting them costs no device sync."""
-        if sal.device.type != "cpu" or self._warned_zero:
+        if sal.device.type != "cpu" or self._warned_zero or torch.compiler.is_compiling():
             return
         zero = count_zero_maps(sal)
         if bool(zero):
@@ -243,7 +244,7 @@ class KeepAugment:
                                     placement, generator, self.region_score)
         else:
             boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
-        perm = torch.randperm(b, generator=generator, device=x.device) if self.op == "cutmix" else None
+        perm = permutation(b, generator, x.device) if self.op == "cutmix" else None
         if sal is not None:
             self._warn_zero(sal)
         return KeepParams(boxes, perm, sal)

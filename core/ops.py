@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ._checks import check_batch, check_images, check_same_shape
+from .draws import integers, normal
 
 
 def _check_boxes(boxes: torch.Tensor, batch: int) -> None:
@@ -98,9 +99,9 @@ def erase(
         if fill in ("random", "channel_random"):
             shape = x.shape if fill == "random" else (*x.shape[:2], 1, 1)
             if x.dtype == torch.uint8:
-                values = torch.randint(0, 256, shape, generator=generator, device=x.device, dtype=torch.uint8)
+                values = integers(0, 256, shape, generator, x.device, torch.uint8)
             else:
-                values = torch.randn(shape, generator=generator, device=x.device).to(x.dtype)
+                values = normal(shape, generator, x.device).to(x.dtype)
         elif fill == "mean":
             values = x.float().mean(dim=(2, 3), keepdim=True)
             values = values.round().to(x.dtype) if x.dtype == torch.uint8 else values.to(x.dtype)

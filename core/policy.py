@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .draws import uniform
 from .regions import anchor_boxes, boxes_at, region_scores
 from .sampling import candidate_mask, select_anchors
 from .sizes import as_sizes, check_sizes_fit, parse_size
@@ -68,7 +69,7 @@ def random_boxes(
     if placement not in ("clip", "inside"):
         raise ValueError(f"placement must be 'clip' or 'inside', got {placement!r}")
     size = parse_size(size)
-    u = torch.rand((batch, 2), generator=generator, device=device, dtype=torch.float64)
+    u = uniform((batch, 2), generator, device, torch.float64)
     if placement == "clip":
         iy, ix = (u[:, 0] * height).long(), (u[:, 1] * width).long()
     elif isinstance(size, torch.Tensor):

@@ -105,7 +105,7 @@ def check_saliency_values(saliency: torch.Tensor) -> None:
     """A saliency map must be finite and non-negative: ``ValueError`` naming which on the CPU, one
     asynchronous device assert elsewhere (three small kernels, no synchronisation)."""
     ok = saliency.nan_to_num(-1.0, -1.0, -1.0).amin() >= 0  # NaN, +-Inf and negative values all fail
-    if ok.device.type != "cpu":
+    if ok.device.type != "cpu" or torch.compiler.is_compiling():
         torch._assert_async(ok, "saliency must be finite and non-negative (it holds NaN, Inf or a negative value)")
     elif not bool(ok):
         check_finite(saliency, "saliency")
@@ -184,7 +184,8 @@ def anchor_boxes(anchor: torch.Tensor, size, height: int, width: int, placement:
     return boxes_at(anchor // width, anchor % width, size, height, width, placement)
 
 
-def boxes_at(iy: torch.Tensor, ix: torch.Tensor, size, height: int, width: int, placement: str = "clip") -> torch.Tensor:
+def boxes_at(iy: torch.Tensor, ix: torch.Tensor, size, height: int, width: int,
+             placement: str = "clip") -> torch.Tensor:
     """Boxes ``(B, 4)`` of the anchors at rows ``iy`` and columns ``ix`` ``(B,)``, clipped to the image."""
     _check_placement(placement)
     size = parse_size(size)

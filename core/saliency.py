@@ -97,7 +97,7 @@ def saliency_map(
     Raises:
         RuntimeError: when called under ``torch.inference_mode()``, where autograd is unavailable.
     """
-    if torch.is_inference_mode_enabled():
+    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():  # compiled code never runs in it
         raise RuntimeError("saliency_map needs autograd: call it outside torch.inference_mode() "
                            "(torch.no_grad() is fine, grad is re-enabled inside)")
     check_images(x)
@@ -123,7 +123,7 @@ def saliency_map(
 
     grad = _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale,
                            low_res_failure if low is not None else None)
-    sal = torch.linalg.vector_norm(grad, float("inf"), dim=1).float()  # max_c |g_c|, one kernel
+    sal = torch.linalg.vector_norm(grad.detach(), float("inf"), dim=1).float()  # max_c |g_c|, one kernel
     if scale is not None:
         sal, overflowed = unscale(sal, scale)
         if scaler is not None:
@@ -135,39 +135,47 @@ def saliency_map(
 
 def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale, low_res_failure):
     """d(chosen logit, times ``scale`` when given) / d(input) for ``inp``, in eval mode with grad enabled;
-    a model's own size assertion during a low-res pass becomes ``low_res_failure(err)``."""
-    inp.requires_grad_(True)
+    a model's own size assertion during a low-res pass becomes ``low_res_failure(err)``.
+
+    The early head is linear in the pooled features, so a label's gradient starts there with ``fc.weight[y]``
+    (what autograd's one-hot ``mm`` gives, bit for bit) and the head never runs. Inside ``torch.compile``
+    the gradient is a ``torch.func.vjp`` of the forward (the compiled graph cannot return values derived
+    from an intermediate's ``requires_grad_``); its backward is autograd's, bit for bit."""
     cast = (torch.autocast(inp.device.type, dtype=autocast_dtype) if autocast_dtype is not None
             else contextlib.nullcontext())
-    with eval_mode(net), torch.enable_grad(), cast:
+    early_label = early_head is not None and mode == "label"
+
+    def forward(i: torch.Tensor) -> torch.Tensor:
         try:
-            if early_head is not None and mode == "label":
-                return _early_head_label_gradient(net, inp, target, early_head, scale)
-            logits = early_head.saliency_logits(net, inp) if early_head is not None else net(inp)
+            if early_label:
+                return early_head.saliency_pooled(net, i)
+            logits = early_head.saliency_logits(net, i) if early_head is not None else net(i)
         except AssertionError as err:  # a model's own size check (timm _assert, torch._assert)
             if low_res_failure is None:
                 raise
             raise low_res_failure(err) from err
-        if early_head is None:
-            logits = select_logits(logits, output)
-        if logits.dim() != 2 or logits.shape[0] != inp.shape[0]:
+        logits = select_logits(logits, output) if early_head is None else logits
+        if logits.dim() != 2 or logits.shape[0] != i.shape[0]:
             raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")
-        if mode == "label":
-            chosen = logits.gather(1, target.to(logits.device).long()[:, None])
-        else:
-            chosen = logits.max(dim=1).values
+        chosen = logits.gather(1, target.to(logits.device).long()[:, None]) if mode == "label" else \
+            logits.max(dim=1).values
         objective = chosen.float().sum()
-        (grad,) = torch.autograd.grad(objective if scale is None else objective * scale, inp)
-    return grad
+        return objective if scale is None else objective * scale
 
+    def cotangent(out: torch.Tensor) -> torch.Tensor:
+        if not early_label:
+            return torch.ones_like(out)
+        weight = early_head.fc.weight.index_select(0, target.to(out.device).long())  # d(aux logit y) / d(pooled)
+        return (weight if scale is None else weight * scale).to(out.dtype)
 
-def _early_head_label_gradient(net, inp, target, early_head, scale):
-    """The label's input gradient through an early head without running it: the head is linear in the
-    pooled features, so d(aux logit y) / d(pooled) = ``fc.weight[y]`` (what autograd's one-hot ``mm``
-    gives, bit for bit), backpropagated from the pooled features; ``scale`` multiplies it (float16)."""
-    pooled = early_head.saliency_pooled(net, inp)
-    weight = early_head.fc.weight.index_select(0, target.to(pooled.device).long())
-    (grad,) = torch.autograd.grad(pooled, inp, (weight if scale is None else weight * scale).to(pooled.dtype))
+    with eval_mode(net), torch.enable_grad(), cast:
+        if torch.compiler.is_compiling():
+            out, backward = torch.func.vjp(forward, inp)
+            (grad,) = backward(cotangent(out))
+        else:  # a compiled model cannot run under torch.func's transforms
+            inp.requires_grad_(True)
+            out = forward(inp)
+            (grad,) = torch.autograd.grad(out, inp, cotangent(out))
     return grad
 
 
@@ -191,4 +199,4 @@ def _input_dtype(net: nn.Module) -> torch.dtype:
 def _usable(t: torch.Tensor) -> torch.Tensor:
     """An inference tensor (made under ``torch.inference_mode()``) cannot take part in autograd; a clone
     made outside inference mode is a normal tensor."""
-    return t.clone() if t.is_inference() else t
+    return t.clone() if not torch.compiler.is_compiling() and t.is_inference() else t

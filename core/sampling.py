@@ -17,6 +17,7 @@ import math
 import torch
 
 from ._checks import check_maps, check_range, check_tau
+from .draws import Source, normal, uniform
 
 MODES = ("below", "above", "any")
 
@@ -66,20 +67,11 @@ def candidate_mask(scores: torch.Tensor, tau: float, mode: str, count: int | Non
     return (scores > thr[:, None, None]) | (scores == edge[:, None, None])
 
 
-def select_anchors(candidates: torch.Tensor, generator: torch.Generator | None = None,
-                   keys: torch.Tensor | None = None) -> torch.Tensor:
-    """Draw one flat anchor index per image uniformly among ``candidates`` ``(B, H, W)`` -> ``(B,)``.
-
-    ``keys``: ``(B, H, W)`` i.i.d. uniform keys drawn beforehand (:func:`anchor_keys`), so the selection
-    itself draws nothing (a compiled or captured step); None draws them from ``generator``."""
-    if keys is None:
-        keys = anchor_keys(candidates.shape, generator, candidates.device)
+def select_anchors(candidates: torch.Tensor, generator: Source = None) -> torch.Tensor:
+    """Draw one flat anchor index per image uniformly among ``candidates`` ``(B, H, W)`` -> ``(B,)``: the
+    argmax of i.i.d. uniform keys, -1 outside the candidates (``generator``: see :mod:`core.draws`)."""
+    keys = uniform(candidates.shape, generator, candidates.device)
     return torch.where(candidates, keys, -1.0).flatten(1).argmax(1)
-
-
-def anchor_keys(shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The uniform keys of :func:`select_anchors` for a ``(B, H, W)`` anchor grid."""
-    return torch.rand(shape, generator=generator, device=device)
 
 
 def sample_erasing_sizes(
@@ -107,8 +99,8 @@ def sample_erasing_sizes(
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     shape = (batch, attempts)
-    u_area = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
-    u_ratio = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+    u_area = uniform(shape, generator, device, torch.float64)
+    u_ratio = uniform(shape, generator, device, torch.float64)
     target = (area[0] + (area[1] - area[0]) * u_area) * (height * width)
     if log_ratio:
         lo, hi = math.log(ratio[0]), math.log(ratio[1])
@@ -119,7 +111,7 @@ def sample_erasing_sizes(
     w = torch.sqrt(target / r).round().long()
     fits = (h < height) & (w < width)
     first = fits.int().argmax(1, keepdim=True)
-    apply = fits.any(1) & (torch.rand(batch, generator=generator, device=device) < p)
+    apply = fits.any(1) & (uniform((batch,), generator, device) < p)
     sizes = torch.cat([h.gather(1, first), w.gather(1, first)], dim=1)
     return sizes * apply[:, None]
 
@@ -138,15 +130,15 @@ def sample_gamma(
     a = alpha if alpha >= 1 else alpha + 1.0
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    z = torch.randn((*shape, proposals), generator=generator, device=device, dtype=torch.float64)
-    u = torch.rand((*shape, proposals), generator=generator, device=device, dtype=torch.float64)
+    z = normal((*shape, proposals), generator, device, torch.float64)
+    u = uniform((*shape, proposals), generator, device, torch.float64)
     v = (1.0 + c * z) ** 3
     log_v = torch.log(v.clamp_min(1e-300))
     ok = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
     first = ok.int().argmax(-1, keepdim=True)
     g = (d * v).gather(-1, first).squeeze(-1)
     if alpha < 1:
-        u0 = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+        u0 = uniform(shape, generator, device, torch.float64)
         g = g * u0 ** (1.0 / alpha)
     return g
 
@@ -172,5 +164,5 @@ def sample_cutmix_sizes(
     lam = sample_beta(beta, beta, (batch,), generator, device)
     cut = torch.sqrt(1.0 - lam)
     sizes = torch.stack([(height * cut).floor(), (width * cut).floor()], dim=1).long()
-    apply = torch.rand(batch, generator=generator, device=device) < p
+    apply = uniform((batch,), generator, device) < p
     return sizes * apply[:, None]

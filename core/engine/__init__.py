@@ -5,8 +5,9 @@ Modules, each one concern: :mod:`~core.engine.config` (the typed config system),
 :mod:`~core.engine.checkpoint` (atomic checkpoints, RNG states), :mod:`~core.engine.distributed`
 (torchrun processes), :mod:`~core.engine.run_dir` (run-directory and resume rules), :mod:`~core.engine.logs`
 (``metrics.csv``, TensorBoard, ``train.log``), :mod:`~core.engine.seeding` (per-item augmentation seeds),
-:mod:`~core.engine.batch` (the typed batch), :mod:`~core.engine.workers` (DataLoader worker errors), :mod:`~core.engine.hooks` and :mod:`~core.engine.trainer`
-(one loop: ``fit`` / epochs / evaluation / checkpoints around a subclass's ``run_step``).
+:mod:`~core.engine.batch` (the typed batch), :mod:`~core.engine.workers` (DataLoader worker errors),
+:mod:`~core.engine.hooks` and :mod:`~core.engine.trainer` (one loop: ``fit`` / epochs / evaluation /
+checkpoints around a subclass's ``run_step``).
 
 Nothing is imported here: ``import core`` and ``import core.engine`` load neither yaml, tqdm nor TensorBoard.
 ``core.engine`` imports no downstream package.
