@@ -35,6 +35,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from core import EarlyHead, KeepAugment, KeepOutput, KeepParams, KeepPipeline, ops
+from core.draws import permutation, uniform
 from core.engine.sections import keep_from_config
 from core.policy import random_boxes
 from core.sampling import sample_cutmix_sizes
@@ -215,7 +216,7 @@ class BatchCutMix(_PlainRegionOp):
         b, _, h, w = x.shape
         size = sample_cutmix_sizes(1, h, w, self.beta, self.p, generator, x.device)  # (1, 2), (0, 0) if skipped
         box = random_boxes(1, h, w, size, "clip", generator, x.device)
-        perm = torch.randperm(b, generator=generator, device=x.device)
+        perm = permutation(b, generator, x.device)
         return KeepParams(box.expand(b, 4), perm)
 
     @torch.no_grad()
@@ -273,7 +274,7 @@ class AreaMatchedCutout(_PlainRegionOp):
     def sample(self, model, x, y=None, generator=None, saliency=None) -> KeepParams:
         b, _, h, w = x.shape
         side, q = area_matched_lengths(self.area, h, w)
-        longer = torch.rand(b, generator=generator, device=x.device) < q
+        longer = uniform((b,), generator, x.device) < q
         sizes = (longer.long() + side)[:, None].expand(b, 2)
         return KeepParams(random_boxes(b, h, w, sizes, "clip", generator, x.device))
 

@@ -72,7 +72,7 @@ class Trainer(TrainerBase):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.train.epochs, self.steps_per_epoch))
         self.model = self.distribute(self.module)
-        self.forward = torch.compile(self.model) if cfg.model.compile else self.model
+        self.losses = self.step_function(self.loss_and_logits, cfg.model.compile, cfg.model.compile_backend)
         self.best_top1 = -1.0  # -1: not evaluated yet
 
     # -- data --------------------------------------------------------------------------------------
@@ -110,21 +110,27 @@ class Trainer(TrainerBase):
         else:
             x_aug = None
         y = self.to_device(batch.labels)
-        inputs, target = x, y
-        if self.keep is not None:
-            with self.autocast():
-                out = self.keep(self.backbone, x, y, x_aug=x_aug, generator=self.generator)
-            inputs, target = out.x, out.target
-        with self.autocast():
-            logits, aux = self.forward(inputs)
-            loss = F.cross_entropy(logits.float(), target)
-            if aux is not None:
-                loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
+        loss, logits = self.losses(x, x_aug, y, generator=self.generator)
         self.optimizer_step(loss)
         loss = loss.detach()
         hits = (logits.argmax(1) == y).sum().float()
         n = len(batch)  # full_like: a fill on the device, not a host-to-device copy
         return StepStats(loss, torch.stack([loss.float() * n, hits, torch.full_like(hits, n)]))
+
+    def loss_and_logits(self, x: torch.Tensor, x_aug: torch.Tensor | None, y: torch.Tensor, source):
+        """The graph-safe part of the step (compiled whole with ``model.compile``): KeepAugment on the device
+        with its draws from ``source``, forward (+ early head), loss -> ``(loss, logits)``."""
+        inputs, target = x, y
+        if self.keep is not None:
+            with self.autocast():
+                out = self.keep(self.backbone, x, y, x_aug=x_aug, generator=source)
+            inputs, target = out.x, out.target
+        with self.autocast():
+            logits, aux = self.model(inputs)
+            loss = F.cross_entropy(logits.float(), target)
+            if aux is not None:
+                loss = loss + self.head.weight * F.cross_entropy(aux.float(), target)
+        return loss, logits
 
     def epoch_metrics(self, sums: list[float], steps: int, seconds: float, skipped: int) -> dict:
         loss_sum, hits, n = sums

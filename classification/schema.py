@@ -14,18 +14,25 @@ CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]  # Cutout / CutMix-PyTorch 
 CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
 
 
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
 @dataclass
 class ModelConfig:
     name: str = "cifar_resnet18"  # a name of classification.models, or "timm:<name>"
     num_classes: int = 10
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments (e.g. width, dropout)
     channels_last: bool = False  # CUDA
-    compile: bool = False  # torch.compile the training forward
+    compile: bool = False  # torch.compile the step's KeepAugment + forward + loss as one graph (UDA: the forward)
+    compile_backend: str = "inductor"  # torch.compile backend (timm's --torchcompile): inductor | aot_eager | eager
 
     def validate(self) -> None:
         from .models import check_model_kwargs  # the model entry points' signatures
 
         check_model_kwargs(self.name, self.kwargs)
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(f"model.compile_backend must be one of {', '.join(COMPILE_BACKENDS)}, "
+                             f"got {self.compile_backend!r}")
 
 
 @dataclass

@@ -168,6 +168,12 @@ class UDATrainer(Trainer):
     unit_name = "round"
     stat_names = ("loss", "sup_loss", "unsup_loss", "mask_rate", "hits", "labelled")
 
+    def __init__(self, cfg, hooks: tuple = ()) -> None:
+        super().__init__(cfg, hooks)
+        # UDA's step reads the step count (TSA) and mixes three views: model.compile compiles its forward only
+        self.forward = torch.compile(self.model, backend=cfg.model.compile_backend) if cfg.model.compile else self.model
+        self.step_path = "eager step" + (" (model.compile: the forward compiled)" if cfg.model.compile else "")
+
     def build_data(self) -> int:
         cfg = self.cfg
         base = base_dataset(cfg.data, cfg.data.train_split)

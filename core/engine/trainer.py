@@ -24,6 +24,7 @@ from torch import nn
 
 from . import run_dir
 from .checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, save_on_main
+from .compiled import CompiledStep
 from .config import ConfigError, from_dict, save_config, to_dict
 from .distributed import all_reduce_sum, barrier, init_distributed
 from .hooks import check_hooks
@@ -76,6 +77,7 @@ class TrainerBase:
         self.hooks = check_hooks(hooks)
         self.info = init_distributed(cfg.train.device)
         self.device, self.out = self.info.device, Path(cfg.train.output_dir)
+        self.step_path = "eager step"  # which path the step runs, for the log (see step_function)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         elif self.device.type == "cuda":
@@ -102,6 +104,21 @@ class TrainerBase:
         seed = self.cfg.train.seed + 1000 * self.info.rank
         torch.manual_seed(seed)
         return torch.Generator(device=self.device).manual_seed(seed + 1)
+
+    def step_function(self, fn, compile: bool, backend: str = "inductor"):
+        """``fn(*tensors, source)``, the step's graph-safe part (:mod:`core.engine.compiled`), as a function
+        ``f(*tensors, generator=...)``: eager, or with ``compile`` compiled whole by ``backend`` (inductor:
+        mode ``reduce-overhead`` on CUDA, i.e. CUDA graphs). :attr:`step_path` says which, for the run's log."""
+        if not compile:
+            self.step_path = "eager step"
+            return lambda *tensors, generator: fn(*tensors, generator)
+        mode = "reduce-overhead" if self.device.type == "cuda" and backend == "inductor" else None
+        one = not self.info.distributed
+        self.step_path = (f"model.compile: the step's KeepAugment, forward and loss compiled by {backend}"
+                          f"{' (mode reduce-overhead: CUDA graphs)' if mode else ''} as "
+                          f"{'one graph' if one else 'graphs split at the DDP gradient buckets'}; the first step "
+                          f"of each batch shape runs eagerly to record its random draws")
+        return CompiledStep(fn, backend=backend, mode=mode, fullgraph=one)
 
     def distribute(self, module: nn.Module) -> nn.Module:
         """``module`` under DDP when this is one of several processes (gradients of every parameter of
@@ -345,6 +362,7 @@ class TrainerBase:
             where = f"resumed at {self.counter} {getattr(self, self.counter)}" if resume else "new run"
             self.train_log.line(f"run directory {self.out} ({where}; {self.info.world_size} process(es) on "
                                 f"{self.device.type})")
+            self.train_log.line(self.step_path)
             if resume and self.resume_changes:
                 self.train_log.line(f"resuming with changed settings: {'; '.join(self.resume_changes)}")
         return resume
