@@ -44,7 +44,10 @@ What fake tensors cannot do without a driver - and how that is covered instead, 
   ``tools/gpu_check.py``.
 - **CUDA generators**: ``torch.Generator(device="cuda")`` needs a driver; tests pass a CPU generator
   (fake random kernels never read a generator's state).
-- **building a trainer**: it is built on the CPU and moved with :func:`move_to_fake_cuda`.
+- **building a trainer**: it is built on the CPU and moved with :func:`move_to_fake_cuda`, which also turns
+  its CPU ``foreach`` optimizers into the fused ones it would build on CUDA (their update kernels get a
+  do-nothing fake implementation: fake tensors hold no data), so an fp16 step's GradScaler hands them its
+  found-inf flag on the device as on a GPU.
 """
 
 from __future__ import annotations
@@ -290,6 +293,17 @@ def _zero_backward(tensors, grad_tensors=None, *args, **kwargs):
             leaf.grad = torch.zeros_like(leaf) if leaf.grad is None else leaf.grad + 0
 
 
+def _register_fused_optimizer_fakes() -> None:
+    """The fused optimizers' update kernels have no fake-tensor implementation; on fake tensors (no data)
+    an in-place update does nothing, so register exactly that (once per process; real tensors never see it)."""
+    for op in ("_fused_sgd_", "_fused_adam_", "_fused_adamw_"):
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", "Meta"):
+            try:
+                torch.library.register_fake(f"aten::{op}", lambda *args, **kwargs: None)
+            except RuntimeError:  # registered already
+                pass
+
+
 @contextlib.contextmanager
 def fake_cuda_environment(monkeypatch):
     """``FakeTensorMode`` plus the patches that let GPU code paths run in it on a machine without a driver:
@@ -298,6 +312,7 @@ def fake_cuda_environment(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.autograd, "grad", _zero_grad)
     monkeypatch.setattr(torch.autograd, "backward", _zero_backward)
+    _register_fused_optimizer_fakes()
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         yield mode
 
@@ -330,6 +345,10 @@ def move_to_fake_cuda(trainer, mode: FakeTensorMode) -> None:
         assert not opt.state, "move the trainer before its first step"
         for group in opt.param_groups:
             group["params"] = [new[id(p)][1] for p in group["params"]]
+            if group.get("foreach") and "fused" in group:  # the fused kernels a trainer takes on CUDA
+                group.update(foreach=None, fused=True)
+                opt.defaults.update(foreach=None, fused=True)
+                opt._step_supports_amp_scaling = True  # the GradScaler hands it its scale and found-inf flag
     for loader in (getattr(trainer, "loader", None), getattr(trainer, "val_loader", None)):
         inner = getattr(loader, "loader", None)
         if hasattr(inner, "images"):  # a DeviceLoader behind the trainer's batches

@@ -8,6 +8,7 @@ fake CUDA: it is zeros here; its op set is checked on the CPU in tests/core/test
 real GPU by the CUDA-marked tests.)"""
 
 import pytest
+import torch
 
 from classification.engine import Trainer
 from classification.schema import ClsConfig
@@ -19,6 +20,8 @@ from .conftest import BASE, ROOT
 
 UDA_BASE = ROOT / "classification" / "configs" / "uda" / "base.yaml"
 FAST = ["train.amp=bf16", "model.channels_last=true", "train.deterministic=false"]
+FP16 = ["train.amp=fp16", "model.channels_last=true", "train.deterministic=false"]  # a GradScaler, fused optimizers
+AMPS = {"bf16": FAST, "fp16": FP16}
 
 
 def record_second_step(trainer, monkeypatch, step, allow_async_h2d=False):
@@ -33,16 +36,23 @@ def record_second_step(trainer, monkeypatch, step, allow_async_h2d=False):
     return rec
 
 
-@pytest.mark.parametrize("method", ["keep_cutout", "keep_cutmix", "keep_random_erasing", "cutout"])
+@pytest.mark.parametrize("method", ["keep_cutout", "keep_cutmix", "keep_random_erasing", "cutout",
+                                    "keep_cutout_fp16", "keep_cutout_fp16_clip"])
 def test_classification_step_on_device_loader(method, tiny_overrides, monkeypatch):
     cheap = ["aug.low_res=true", "aug.early_head=true", "aug.saliency_dtype=bfloat16"]
-    extra = cheap if method == "keep_cutout" else []
+    extra = {"keep_cutout": cheap, "keep_cutout_fp16": [*FP16, "aug.saliency_dtype=float16"],
+             "keep_cutout_fp16_clip": [*FP16, "optim.clip_grad_norm=5"]}.get(method, [])
     trainer = Trainer(load_config(ClsConfig, BASE, [*tiny_overrides, *FAST, "data.loader=device",
-                                                    f"aug.method={method}", *extra]))
+                                                    f"aug.method={method.split('_fp16')[0]}", *extra]))
+    assert trainer.scaler.is_enabled() == ("fp16" in method)
     trainer.loader.set_epoch(0)
     batches = iter(trainer.loader)  # yields from the (moved) device tensors
     rec = record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(next(batches)))
     assert_sync_free(rec, method)
+    assert any("_fused_sgd_" in op for op in rec.ops)  # the update ran, fused as on CUDA
+    if "fp16" in method:  # the scaler's found-inf flag went to the fused kernel and the scale update, no .item()
+        assert rec.ran("_fused_sgd_", torch.float32) and any("_amp_update_scale_" in op for op in rec.ops)
+        assert rec.ran("convolution", torch.float16)
 
 
 @pytest.mark.parametrize("aug", [["aug.method=keep_autoaugment"],
@@ -56,18 +66,20 @@ def test_classification_paste_step_on_worker_loader(aug, tiny_overrides, monkeyp
     assert_sync_free(rec, " ".join(aug))
 
 
-def test_uda_step(monkeypatch, tmp_path):
+@pytest.mark.parametrize("amp", sorted(AMPS))
+def test_uda_step(amp, monkeypatch, tmp_path):
     overrides = ["data.dataset=sample", "data.root=", "data.batch_size=4", "data.workers=0", "model.kwargs={}",
                  "uda.labels=100", "uda.split=balanced", "uda.unsup_ratio=2", "train.max_steps_per_epoch=2",
                  "train.tensorboard=false",
                  "train.progress=false", f"train.output_dir={tmp_path / 'uda'}", "aug.method=keep_randaugment",
-                 "aug.low_res=true", *FAST]
+                 "aug.low_res=true", *AMPS[amp]]
     trainer = UDATrainer(load_config(SemiConfig, UDA_BASE, overrides))
     batch = next(iter(trainer.train_batches()))
     assert_sync_free(record_second_step(trainer, monkeypatch, lambda: trainer.step_batch(batch), True), "uda step")
 
 
-def test_reid_step(monkeypatch, tmp_path):
+@pytest.mark.parametrize("amp", sorted(AMPS))
+def test_reid_step(amp, monkeypatch, tmp_path):
     from reid.engine import ReidTrainer
     from reid.schema import ReidConfig
 
@@ -79,7 +91,7 @@ def test_reid_step(monkeypatch, tmp_path):
     overrides = [f"data.root={MINI}", "model.pretrained=", "model.depth=18", "data.p=4", "data.k=2",
                  "data.height=64", "data.width=32", "data.workers=0", "train.progress=false", "train.device=cpu",
                  "train.tensorboard=false", f"train.output_dir={tmp_path / 'reid'}", "aug.keep=true",
-                 "aug.low_res=true", *FAST]
+                 "aug.low_res=true", *AMPS[amp]]
     trainer = ReidTrainer(load_config(ReidConfig, REID_BASE, overrides))
     trainer.sampler.set_epoch(0)
     batch = next(iter(trainer.train_batches()))

@@ -2,7 +2,7 @@
 head against plain Cutout, the classification trainer's ``step_batch`` on the device-resident loader.
 
 Device kernels are counted as in tests/core/test_kernel_budget.py: the forward, the selection, the loss and
-the optimizer on fake CUDA (tests/fake_cuda.py), plus the backward passes (the saliency's input gradient
+the (fused, as on CUDA) optimizer on fake CUDA (tests/fake_cuda.py), plus the backward passes (the saliency's input gradient
 and the loss's) on the CPU, where autograd runs for real (which kernels a backward launches does not
 depend on the device)."""
 
@@ -16,9 +16,9 @@ from ..fake_cuda import assert_sync_free, record_backward_cpu
 from .conftest import BASE
 from .test_fake_cuda_step import record_second_step
 
-# KeepCutout low-res + early head over Cutout, in kernels per step: 1.460 before issue #18 (239 / 349 kernels),
-# 1.303 after (218 / 284), measured 2026-12-01 (CIFAR ResNet-18, fp32, foreach SGD: the trainer is built on
-# the CPU). The issue's goal is 1.25: see docs/benchmarks.md#kernel-budgets for what the rest is.
+# KeepCutout low-res + early head over Cutout, in kernels per step: 1.468 before issue #18 (235 / 345 kernels),
+# 1.308 after (214 / 280), measured 2026-12-01 (CIFAR ResNet-18, fp32, the fused SGD of a CUDA trainer). The
+# issue's goal is 1.25: see docs/benchmarks.md#kernel-budgets for what the rest is.
 STEP_RATIO = 1.31
 
 
