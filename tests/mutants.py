@@ -149,25 +149,25 @@ def _mix_targets_lam_swapped(original):
 
 
 def _threshold_median(original):
-    def mutant(scores, tau):
-        return original(scores, 0.5)
+    def mutant(scores, tau, count=None):
+        return original(scores, 0.5, count)
 
     return mutant
 
 
 def _candidates_any(original):
-    def mutant(scores, tau, mode):
-        return original(scores, tau, "any")
+    def mutant(scores, tau, mode, count=None):
+        return original(scores, tau, "any", count)
 
     return mutant
 
 
 def _candidates_no_tie_fallback(original):
-    def mutant(scores, tau, mode):
+    def mutant(scores, tau, mode, count=None):
         import torch
 
         if mode == "any":
-            return original(scores, tau, mode)
+            return original(scores, tau, mode, count)
         thr = torch.nanquantile(scores.flatten(1), float(tau), dim=1)[:, None, None]
         return scores < thr if mode == "below" else scores > thr
 
