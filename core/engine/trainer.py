@@ -78,9 +78,8 @@ class TrainerBase:
         self.info = init_distributed(cfg.train.device)
         self.device, self.out = self.info.device, Path(cfg.train.output_dir)
         self.step_path = "eager step"  # which path the step runs, for the log (see step_function)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True)
-        elif self.device.type == "cuda":
+        torch.use_deterministic_algorithms(cfg.train.deterministic)  # either way: a process-wide flag
+        if not cfg.train.deterministic and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
         self.channels_last = channels_last
         self.amp_dtype = AMP_DTYPES[cfg.train.amp]
