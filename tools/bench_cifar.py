@@ -261,6 +261,8 @@ def bench_parser(doc: str, presets: dict, cache: str, out: str) -> argparse.Argu
 def main() -> None:
     ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_cifar")
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds first-seed .. first-seed + seeds - 1 (to split a benchmark over processes)")
     ap.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
                     help="controls next to each Keep arm whose baseline runs too (none: --controls with no value)")
     args = ap.parse_args()
@@ -283,7 +285,8 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"), "results": summarise(results)}, indent=2))
         return result
 
-    for seed in range(args.seeds or preset["seeds"]):  # seed-major: a cut-short run has whole seeds
+    first = args.first_seed
+    for seed in range(first, first + (args.seeds or preset["seeds"])):  # seed-major: a cut-short run has whole seeds
         this_seed = {arm: record(arm, seed) for arm in args.arms}
         for kind in args.controls:  # from this seed's measured Keep and baseline runs
             for arm in args.arms:
