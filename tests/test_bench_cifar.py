@@ -27,3 +27,27 @@ def test_summary_pairs_each_keep_arm_with_its_baseline_by_seed():
     assert rows["keep_cutout16"]["paired_diff"] == "+0.75 ± 0.35 (n=2)"
     assert rows["keep_cutout16"]["cut_area"] == "167.0" and rows["cutout16"]["paired_diff"] == "-"
     assert rows["keep_cutout16"]["baseline"] == "cutout16" and rows["keep_cutout16"]["keep_overhead"] == "1.00x"
+
+
+def test_runs_split_over_processes_merge_into_one_summary(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    def part(seed, cut, keep, preset="cpu"):
+        results = {"cutout16": [{"seed": seed, "top1": cut, "img_s": 10.0, "sec_per_epoch": 2.0, "cut_area": 196.0}],
+                   "keep_cutout16": [{"seed": seed, "top1": keep, "img_s": 10.0, "sec_per_epoch": 3.0,
+                                      "cut_area": 168.0}]}
+        path = tmp_path / f"s{seed}_{preset}.json"
+        path.write_text(json.dumps({"preset": preset, "device": "cpu", "overrides": [], "controls": [],
+                                    "results": bench.summarise(results)}))
+        return str(path)
+
+    out = tmp_path / "merged.json"
+    bench.merge([part(0, 47.0, 48.0), part(1, 48.0, 48.5)], str(out))
+    rows = {r["arm"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["keep_cutout16"]["paired_diff"] == "+0.75 ± 0.35 (n=2)"
+    assert [r["seed"] for r in rows["cutout16"]["runs"]] == [0, 1]
+    assert "| keep_cutout16 | 48.25 ± 0.35 | +0.75 ± 0.35 (n=2)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="differ in 'preset'"):
+        bench.merge([part(0, 47.0, 48.0), part(1, 48.0, 48.5, preset="cpu_quick")], str(out))

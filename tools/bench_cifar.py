@@ -249,7 +249,7 @@ def mean_std(values: list[float], signed: bool = False) -> str:
 def bench_parser(doc: str, presets: dict, cache: str, out: str) -> argparse.ArgumentParser:
     """The options every fixed-budget benchmark takes (bench_cifar, bench_uda, bench_reid)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--data", required=True, help="the data folder or its archive")
+    ap.add_argument("--data", help="the data folder or its archive (required unless --merge)")
     ap.add_argument("--cache", default=cache, help="where an archive is extracted")
     ap.add_argument("--preset", choices=sorted(presets), default="cpu")
     ap.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
@@ -265,7 +265,13 @@ def main() -> None:
                     help="run seeds first-seed .. first-seed + seeds - 1 (to split a benchmark over processes)")
     ap.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
                     help="controls next to each Keep arm whose baseline runs too (none: --controls with no value)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="no training: merge the bench_cifar.json of runs split with --first-seed into --out")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
+    if not args.data:
+        ap.error("--data is required")
     preset = PRESETS[args.preset]
     root = cifar_root(args.data, args.cache)
     out = Path(args.out)
@@ -294,8 +300,12 @@ def main() -> None:
                     extra = control_overrides(kind, arm, this_seed[arm], this_seed[PAIRS[arm]])
                     if extra is not None:
                         record(control_name(arm, kind), seed, extra)
-    rows = summarise(results)
-    print(f"\n# bench_cifar, preset {args.preset}, {device}\n")
+    print_table(summarise(results), args.preset, device)
+    print(f"\nwrote {out / 'bench_cifar.json'}")
+
+
+def print_table(rows: list[dict], preset: str, device: str) -> None:
+    print(f"\n# bench_cifar, preset {preset}, {device}\n")
     print("| arm | test top-1 (%) | paired diff vs baseline (pp) | Keep - area-matched (pp) "
           "| Keep - compute-matched (pp) | mean cut area (px) | epochs | train img/s | keep overhead |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -304,8 +314,24 @@ def main() -> None:
               f"| {r['cut_area']} | {r['epochs']} | {r['img_s']} | {r['keep_overhead']} |")
     print("\nper seed (top-1): " + "; ".join(f"{r['arm']} " + ", ".join(f"{x['top1']:.2f}" for x in r["runs"])
                                           for r in rows))
-    print(f"\nwrote {out / 'bench_cifar.json'}")
 
+
+def merge(paths: list[str], out: str) -> None:
+    """One table and JSON from the JSONs of runs split over processes (``--first-seed``): same preset and
+    overrides required."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for key in ("preset", "overrides"):
+        if len({json.dumps(part[key]) for part in parts}) > 1:
+            raise SystemExit(f"--merge: the JSONs differ in {key!r}")
+    results: dict[str, list[dict]] = {}
+    for part in parts:
+        for row in part["results"]:
+            results.setdefault(row["arm"], []).extend(row["runs"])
+    rows = summarise(results)
+    merged = {**parts[0], "merged_from": paths, "date": time.strftime("%Y-%m-%d"), "results": rows}
+    Path(out).write_text(json.dumps(merged, indent=2))
+    print_table(rows, parts[0]["preset"], parts[0]["device"])
+    print(f"\nwrote {out}")
 
 if __name__ == "__main__":
     main()

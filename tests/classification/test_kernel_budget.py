@@ -2,9 +2,9 @@
 head against plain Cutout, the classification trainer's ``step_batch`` on the device-resident loader.
 
 Device kernels are counted as in tests/core/test_kernel_budget.py: the forward, the selection, the loss and
-the (fused, as on CUDA) optimizer on fake CUDA (tests/fake_cuda.py), plus the backward passes (the saliency's input gradient
-and the loss's) on the CPU, where autograd runs for real (which kernels a backward launches does not
-depend on the device)."""
+the (fused, as on CUDA) optimizer on fake CUDA (tests/fake_cuda.py), plus the backward passes (the saliency's
+input gradient and the loss's) on the CPU, where autograd runs for real (which kernels a backward launches
+does not depend on the device)."""
 
 import pytest
 
