@@ -26,7 +26,9 @@ The Keep arm's paired differences against each control are reported like the one
     python tools/bench_cifar.py --data /data/cifar10 --preset gpu                           # one H100
 
 ``--data`` is a CIFAR-10 folder (torchvision format or ImageFolder layout) or the JPEG archive, which is
-extracted once into ``--cache``. Extra ``key=value`` arguments override every arm's config.
+extracted once into ``--cache``. Extra ``key=value`` arguments override every arm's config. Seeds can be
+split over processes (``--first-seed 2 --seeds 1 --out other``) and merged afterwards, without training:
+``--merge out/bench_cifar.json other/bench_cifar.json --out merged.json``.
 """
 
 from __future__ import annotations
