@@ -200,13 +200,14 @@ def test_files_a_run_leaves(tiny_cfg):
         assert torch.equal(v, best["model"][k]), k
     assert fresh.evaluate()["val_top1"] == best["val_top1"]
 
-    # train.log: where, one line per epoch, the end
+    # train.log: where, which step path, one line per epoch, the end
     lines = (out / "train.log").read_text().splitlines()
     assert "run directory" in lines[0] and str(out) in lines[0]
+    assert lines[1] == "eager step"
     for e in (1, 2):
         ep = [line for line in lines if line.startswith(f"epoch {e}/2")]
         assert len(ep) == 1 and "val_top1" in ep[0], lines
-    assert lines[-1].startswith("finished") and len(lines) == 4
+    assert lines[-1].startswith("finished") and len(lines) == 5
 
     # env.json: a list, one entry per start
     env = json.loads((out / "env.json").read_text())
