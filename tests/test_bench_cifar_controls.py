@@ -89,3 +89,12 @@ def test_no_controls_and_t_statistic():
     assert bench.t_stat([1.0]) is None
     rows = {r["arm"]: r for r in bench.summarise({"cutout16": [run(0, 47.0)], "keep_cutout16": [run(0, 48.0)]})}
     assert rows["keep_cutout16"]["vs_area_matched"] == "-" and rows["keep_cutout16"]["paired_diff"] == "+1.00 (n=1)"
+
+
+def test_a_disturbed_timing_builds_no_compute_control_and_a_given_overhead_is_used(capsys):
+    # 2026-12-01: the baseline of seed 1 ran beside the test suite, 283 s per epoch against Keep's 135.5
+    keep, base = run(1, 48.51, sec=135.5), run(1, 46.45, sec=283.0)
+    assert bench.control_overrides("compute", "keep_cutout16", keep, base) is None
+    assert "not run: measured overhead 0.48x < 1" in capsys.readouterr().out
+    given = bench.control_overrides("compute", "keep_cutout16", keep, base, overhead=1.64)
+    assert given[-1] == "train.epochs=7"  # ceil(4 x 1.64)

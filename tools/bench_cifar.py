@@ -152,14 +152,18 @@ def selective_cutout(arm: str) -> bool:
     return p.region_op == "cutout" and p.keep_cut
 
 
-def control_overrides(kind: str, keep_arm: str, keep_run: dict, base_run: dict) -> list[str] | None:
+def control_overrides(kind: str, keep_arm: str, keep_run: dict, base_run: dict,
+                      overhead: float | None = None) -> list[str] | None:
     """The arm settings of the ``kind`` control of ``keep_arm`` at one seed, from that seed's Keep and baseline
     runs: the baseline's settings plus
 
     * ``area``: ``aug.cutout_area`` = the Keep arm's measured mean cut area (None unless the Keep arm's Cutout
       is selective: a paste alone cuts as much as its baseline);
     * ``compute``: ``train.epochs`` = ceil(baseline epochs x overhead), the overhead being the Keep arm's
-      median epoch time over the baseline's, so the control trains for (at least) the Keep arm's wall time.
+      median epoch time over the baseline's (or ``overhead`` when given: ``--overhead``, e.g. from a quiet
+      machine), so the control trains for (at least) the Keep arm's wall time. A measured overhead below 1
+      (the Keep step does strictly more work than its baseline's) means other load disturbed the timing:
+      the control is not built (None) and a line says why.
     """
     base = ARMS[PAIRS[keep_arm]]
     if kind == "area":
@@ -167,7 +171,12 @@ def control_overrides(kind: str, keep_arm: str, keep_run: dict, base_run: dict) 
             return None
         return [*base, f"aug.cutout_area={keep_run['cut_area']}"]
     if kind == "compute":
-        overhead = keep_run["sec_per_epoch"] / base_run["sec_per_epoch"]
+        if overhead is None:
+            overhead = keep_run["sec_per_epoch"] / base_run["sec_per_epoch"]
+            if overhead < 1.0:
+                print(f"{control_name(keep_arm, kind)}, seed {keep_run['seed']}: not run: measured overhead "
+                      f"{overhead:.2f}x < 1, the timing was disturbed by other load (pass --overhead)", flush=True)
+                return None
         return [*base, f"train.epochs={math.ceil(base_run['epochs'] * overhead - 1e-9)}"]
     raise ValueError(f"unknown control {kind!r}; expected one of {CONTROLS}")
 
@@ -267,6 +276,8 @@ def main() -> None:
                     help="run seeds first-seed .. first-seed + seeds - 1 (to split a benchmark over processes)")
     ap.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
                     help="controls next to each Keep arm whose baseline runs too (none: --controls with no value)")
+    ap.add_argument("--overhead", type=float, help="the compute-matched control's Keep / baseline time ratio "
+                    "(default: measured at each seed; give one measured on a quiet machine when others share it)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="no training: merge the bench_cifar.json of runs split with --first-seed into --out")
     args = ap.parse_args()
@@ -299,7 +310,7 @@ def main() -> None:
         for kind in args.controls:  # from this seed's measured Keep and baseline runs
             for arm in args.arms:
                 if PAIRS.get(arm) in this_seed:
-                    extra = control_overrides(kind, arm, this_seed[arm], this_seed[PAIRS[arm]])
+                    extra = control_overrides(kind, arm, this_seed[arm], this_seed[PAIRS[arm]], args.overhead)
                     if extra is not None:
                         record(control_name(arm, kind), seed, extra)
     print_table(summarise(results), args.preset, device)
