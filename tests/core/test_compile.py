@@ -4,6 +4,7 @@ gradients equal the eager step's bit for bit; its random draws are made beforeha
 
 import copy
 import logging
+import shutil
 
 import pytest
 import torch
@@ -108,6 +109,8 @@ def test_draws_that_do_not_match_the_step_are_an_error():
         uniform((4, 12, 12), draws)
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="inductor's CPU kernels need a C++ compiler (none found)")
 def test_keep_step_runs_compiled_by_inductor_on_a_tiny_model(monkeypatch):
     # pytest's log capture would make torch's structured trace log every graph at DEBUG (minutes)
     monkeypatch.setattr(logging.getLogger("torch.__trace"), "disabled", True)
