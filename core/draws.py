@@ -92,7 +92,8 @@ class Draws:
 Source = torch.Generator | DrawRecorder | Draws | None
 
 
-def _take(spec: DrawSpec, generator: Source) -> torch.Tensor:
+def _take(generator: Source, kind: str, shape, device, dtype: torch.dtype, bounds=None) -> torch.Tensor:
+    spec = DrawSpec(kind, tuple(shape), dtype, torch.device(device or "cpu"), bounds)
     if isinstance(generator, (DrawRecorder, Draws)):
         return generator.take(spec)
     return spec.draw(generator)
@@ -100,20 +101,20 @@ def _take(spec: DrawSpec, generator: Source) -> torch.Tensor:
 
 def uniform(shape, generator: Source = None, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``torch.rand``: U[0, 1)."""
-    return _take(DrawSpec("uniform", tuple(shape), dtype, torch.device(device or "cpu")), generator)
+    return _take(generator, "uniform", shape, device, dtype)
 
 
 def normal(shape, generator: Source = None, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``torch.randn``: N(0, 1)."""
-    return _take(DrawSpec("normal", tuple(shape), dtype, torch.device(device or "cpu")), generator)
+    return _take(generator, "normal", shape, device, dtype)
 
 
 def integers(low: int, high: int, shape, generator: Source = None, device=None,
              dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """``torch.randint``: integers in ``[low, high)``."""
-    return _take(DrawSpec("integers", tuple(shape), dtype, torch.device(device or "cpu"), (low, high)), generator)
+    return _take(generator, "integers", shape, device, dtype, (low, high))
 
 
 def permutation(n: int, generator: Source = None, device=None) -> torch.Tensor:
     """``torch.randperm``: a random permutation of ``0 .. n - 1``."""
-    return _take(DrawSpec("permutation", (n,), torch.int64, torch.device(device or "cpu")), generator)
+    return _take(generator, "permutation", (n,), device, torch.int64)

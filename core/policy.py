@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .draws import uniform
-from .regions import anchor_boxes, boxes_at, region_scores
+from .regions import anchor_boxes, boxes_at, check_placement, region_scores
 from .sampling import candidate_mask, select_anchors
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
@@ -66,8 +66,7 @@ def random_boxes(
     """Uniform boxes ``(B, 4)``: a uniform centre (``"clip"``) or a uniform fitting top-left corner
     (``"inside"``)."""
     check_sizes_fit(size, height, width)
-    if placement not in ("clip", "inside"):
-        raise ValueError(f"placement must be 'clip' or 'inside', got {placement!r}")
+    check_placement(placement)
     size = parse_size(size)
     u = uniform((batch, 2), generator, device, torch.float64)
     if placement == "clip":

@@ -38,7 +38,7 @@ def summed_area_table(saliency: torch.Tensor) -> torch.Tensor:
 def anchor_extents(sizes: torch.Tensor, height: int, width: int, placement: str):
     """Clipped box extents ``(y1, y2, x1, x2)`` for every anchor row and column, with shapes ``(B, H)``,
     ``(B, H)``, ``(B, W)``, ``(B, W)``, for ``(B, 2)`` sizes."""
-    _check_placement(placement)
+    check_placement(placement)
     dev = sizes.device
     rows = torch.arange(height, device=dev)[None, :]
     cols = torch.arange(width, device=dev)[None, :]
@@ -80,7 +80,7 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
         ``(B, H, W)`` float64 scores >= 0; NaN marks anchors that are not candidates (``"inside"`` only).
     """
     check_maps(saliency)
-    _check_placement(placement)
+    check_placement(placement)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     height, width = saliency.shape[1:]
@@ -134,7 +134,7 @@ def box_areas(size, batch: int, height: int, width: int, placement: str, device)
     return ((y2 - y1)[:, :, None] * (x2 - x1)[:, None, :]).to(torch.float64)
 
 
-def _check_placement(placement: str) -> None:
+def check_placement(placement: str) -> None:
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
 
@@ -187,7 +187,7 @@ def anchor_boxes(anchor: torch.Tensor, size, height: int, width: int, placement:
 def boxes_at(iy: torch.Tensor, ix: torch.Tensor, size, height: int, width: int,
              placement: str = "clip") -> torch.Tensor:
     """Boxes ``(B, 4)`` of the anchors at rows ``iy`` and columns ``ix`` ``(B,)``, clipped to the image."""
-    _check_placement(placement)
+    check_placement(placement)
     size = parse_size(size)
     if isinstance(size, torch.Tensor):
         sizes = as_sizes(size, iy.shape[0], iy.device)

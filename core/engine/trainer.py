@@ -108,8 +108,7 @@ class TrainerBase:
         """``fn(*tensors, source)``, the step's graph-safe part (:mod:`core.engine.compiled`), as a function
         ``f(*tensors, generator=...)``: eager, or with ``compile`` compiled whole by ``backend`` (inductor:
         mode ``reduce-overhead`` on CUDA, i.e. CUDA graphs). :attr:`step_path` says which, for the run's log."""
-        if not compile:
-            self.step_path = "eager step"
+        if not compile:  # step_path stays "eager step"
             return lambda *tensors, generator: fn(*tensors, generator)
         mode = "reduce-overhead" if self.device.type == "cuda" and backend == "inductor" else None
         one = not self.info.distributed
