@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ SMALL = ["MODEL.DEVICE=cpu", "SOLVER.REFERENCE_WORLD_SIZE=0", "SOLVER.IMS_PER_BA
          "MODEL.RETINANET.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=20",
          'DATASETS.TRAIN=("tiny_train",)', 'DATASETS.TEST=("tiny_val",)']
 
+EVAL_IMAGES = 16  # val images of the tests that only need an evaluation to run (COCO-tiny val has 80)
+
 
 @pytest.fixture(scope="session")
 def coco_tiny() -> Path:
@@ -36,6 +39,26 @@ def tiny_datasets(coco_tiny):
         register_coco_json(f"tiny_{split}", coco_tiny / "annotations" / f"instances_{split}2017.json",
                            coco_tiny / f"{split}2017")
     return "tiny_train", "tiny_val"
+
+
+@pytest.fixture(scope="session")
+def val_subset(coco_tiny, tmp_path_factory) -> Path:
+    """The first :data:`EVAL_IMAGES` images of COCO-tiny val with their boxes, as an instances JSON: enough
+    for a test that checks an evaluation runs and reports finite metrics, at a fifth of its time."""
+    data = json.loads((coco_tiny / "annotations" / "instances_val2017.json").read_text())
+    images = data["images"][:EVAL_IMAGES]
+    ids = {im["id"] for im in images}
+    data.update(images=images, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+    path = tmp_path_factory.mktemp("coco") / f"instances_val2017_first{EVAL_IMAGES}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_val(val_subset, coco_tiny, tiny_datasets) -> str:
+    """:func:`val_subset` registered as ``tiny_val_small``; returns the name."""
+    register_coco_json("tiny_val_small", val_subset, coco_tiny / "val2017")
+    return "tiny_val_small"
 
 
 def random_resnet(depth: int, seed: int = 0) -> torch.nn.Module:

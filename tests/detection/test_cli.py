@@ -19,9 +19,11 @@ from .conftest import ROOT, SMALL
 TOOL = ROOT / "tools" / "train_det.py"
 
 
-def datasets(coco):
+def datasets(coco, val_json=None):
+    """--dataset flags for COCO-tiny (``val_json``: another instances JSON of its val images)."""
+    val_json = val_json or coco / "annotations/instances_val2017.json"
     return ["--dataset", "tiny_train", str(coco / "annotations/instances_train2017.json"), str(coco / "train2017"),
-            "--dataset", "tiny_val", str(coco / "annotations/instances_val2017.json"), str(coco / "val2017")]
+            "--dataset", "tiny_val", str(val_json), str(coco / "val2017")]
 
 
 def train_det(*args, cwd=ROOT):
@@ -29,8 +31,8 @@ def train_det(*args, cwd=ROOT):
 
 
 @pytest.mark.slow
-def test_train_resume_and_eval_only(coco_tiny, converted, tmp_path):
-    flags = ["--config-file", "retinanet_R_50_FPN_3x.yaml", *datasets(coco_tiny)]
+def test_train_resume_and_eval_only(coco_tiny, val_subset, converted, tmp_path):
+    flags = ["--config-file", "retinanet_R_50_FPN_3x.yaml", *datasets(coco_tiny, val_subset)]
     common = [*SMALL, f"MODEL.WEIGHTS={converted[50]}", f"OUTPUT_DIR={tmp_path}"]  # overrides come last
     first = train_det(*flags, *common, "SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=2", 'DATASETS.TEST=()')
     assert first.returncode == 0, first.stderr[-3000:]

@@ -56,10 +56,10 @@ def check_box_metrics(results):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RESNET_CONFIGS)
-def test_config_trains_two_iterations_and_evaluates(name, converted, tiny_datasets, tmp_path):
+def test_config_trains_two_iterations_and_evaluates(name, converted, small_val, tmp_path):
     depth = 101 if "R_101" in name else 50
     cfg = load_config(name, [*SMALL, f"MODEL.WEIGHTS={converted[depth]}", "SOLVER.MAX_ITER=2",
-                             f"OUTPUT_DIR={tmp_path}"])
+                             f"DATASETS.TEST=('{small_val}',)", f"OUTPUT_DIR={tmp_path}"])
     trainer = train_and_evaluate(cfg)
     assert trainer.iter == 2 and (tmp_path / "model_final.pth").is_file()
     check_box_metrics(trainer._last_eval_results)
@@ -67,12 +67,12 @@ def test_config_trains_two_iterations_and_evaluates(name, converted, tiny_datase
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["timm/faster_rcnn_timm_FPN_3x.yaml", "timm/retinanet_timm_FPN_3x.yaml"])
-def test_timm_backbone_configs_train_and_evaluate(name, tiny_datasets, tmp_path):
+def test_timm_backbone_configs_train_and_evaluate(name, small_val, tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_b0")  # not a ResNet: only the timm path can detect with it
     torch.save(model.state_dict(), tmp_path / "effnet.pth")
     cfg = load_config(name, [*SMALL, "MODEL.TIMM.NAME=efficientnet_b0", f"MODEL.TIMM.CHECKPOINT={tmp_path}/effnet.pth",
-                             "SOLVER.MAX_ITER=2", f"OUTPUT_DIR={tmp_path}"])
+                             "SOLVER.MAX_ITER=2", f"DATASETS.TEST=('{small_val}',)", f"OUTPUT_DIR={tmp_path}"])
     trainer = train_and_evaluate(cfg)
     body = trainer.model.backbone.bottom_up.body
     assert torch.equal(body.conv_stem.weight, model.conv_stem.weight)  # frozen, loaded from the checkpoint

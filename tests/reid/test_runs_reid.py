@@ -39,27 +39,26 @@ def test_reid_checkpoint_loads_weights_only_and_run_dir_rules_hold(tiny):  # noq
     assert len(json.loads((out / "env.json").read_text())) == 1
 
 
-def test_eval_only_takes_the_checkpoint_config_and_errors_are_one_line(tiny, tmp_path):  # noqa: F811
-    import subprocess
-    import sys
-
-    from .test_train import ROOT
+def test_eval_only_takes_the_checkpoint_config_and_errors_are_one_line(tiny, tmp_path, capsys):  # noqa: F811
+    """In-process through ``train_reid.main`` (the subprocess path is test_train's and test_cli_errors')."""
+    from tools import train_reid
 
     first = make(tiny)  # a ResNet-18 (model.depth=18), while BASE says 50
     first.fit()
-    tool = [sys.executable, str(ROOT / "tools" / "train_reid.py")]
     ckpt = str(first.out / "last.pt")
     fresh = tmp_path / "eval_here"
-    for config in ([], [str(BASE)]):  # the stored config alone, or BASE (depth 50, tensorboard on) + its model
-        out = subprocess.run([*tool, *config, "--eval-only", "--checkpoint", ckpt, f"train.output_dir={fresh}",
-                              f"data.root={tiny[0].split('=', 1)[1]}", "data.workers=0", "train.device=cpu",
-                              "--out", str(tmp_path / "m.json")], capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 0, out.stderr[-2000:]
+    # the stored config alone, or BASE (depth 50, tensorboard on, 256 x 128) + its model (at the tiny run's size)
+    for config in ([], [str(BASE)]):
+        code = train_reid.main([*config, "--eval-only", "--checkpoint", ckpt, f"train.output_dir={fresh}",
+                                f"data.root={tiny[0].split('=', 1)[1]}", "data.workers=0", "train.device=cpu",
+                                "data.height=64", "data.width=32", "--out", str(tmp_path / "m.json")])
+        assert code == 0, capsys.readouterr().err[-2000:]
         assert "mAP" in json.loads((tmp_path / "m.json").read_text())
         assert not (fresh / "tb").exists()  # evaluating writes no TensorBoard folder
-    missing = subprocess.run([*tool, "--eval-only", "--checkpoint", str(tmp_path / "absent.pt")],
-                             capture_output=True, text=True, cwd=ROOT)
-    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "checkpoint not found" in missing.stderr
-    no_data = subprocess.run([*tool, "--eval-only", "--checkpoint", ckpt, f"data.root={tmp_path / 'nowhere'}"],
-                             capture_output=True, text=True, cwd=ROOT)
-    assert no_data.returncode == 2 and no_data.stderr.count("\n") == 1 and "nowhere" in no_data.stderr
+    capsys.readouterr()
+    assert train_reid.main(["--eval-only", "--checkpoint", str(tmp_path / "absent.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint not found" in err
+    assert train_reid.main(["--eval-only", "--checkpoint", ckpt, f"data.root={tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err
