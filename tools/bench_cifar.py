@@ -186,22 +186,25 @@ def control_name(keep_arm: str, kind: str) -> str:
 
 
 class CutAreaMeter:
-    """Wraps the trainer's keep step and sums the area of the region op's boxes on the device (read once,
-    at the end): the pixels actually cut per image, after clipping at the borders."""
+    """Wraps the trainer's keep step and sums the area of the region op's boxes and the image count on the
+    device, in place (so a step captured as a CUDA graph keeps counting at every replay), read once at the
+    end: the pixels actually cut per image, after clipping at the borders."""
 
     def __init__(self, keep) -> None:
-        self.keep, self.total, self.images = keep, None, 0
+        self.keep, self.total, self.images = keep, None, None
 
     def __call__(self, *args, **kwargs):
         out = self.keep(*args, **kwargs)
         b = out.boxes
         area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sum()
-        self.total = area if self.total is None else self.total + area
-        self.images += len(b)
+        if self.total is None:  # the first (eager) step
+            self.total, self.images = torch.zeros_like(area), torch.zeros_like(area)
+        self.total.add_(area)
+        self.images.add_(len(b))
         return out
 
     def mean(self) -> float | None:
-        return None if self.total is None else round(self.total.item() / self.images, 1)
+        return None if self.total is None else round(self.total.item() / self.images.item(), 1)
 
 
 def summarise(results: dict[str, list[dict]]) -> list[dict]:
