@@ -75,6 +75,12 @@ class Trainer(TrainerBase):
         self.losses = self.step_function(self.loss_and_logits, cfg.model.compile, cfg.model.compile_backend)
         self.best_top1 = -1.0  # -1: not evaluated yet
 
+    def graph_blockers(self) -> list[str]:
+        reasons = super().graph_blockers()
+        if self.cfg.model.compile and self.cfg.train.cuda_graph and self.device.type == "cuda":
+            reasons.append("model.compile: torch.compile runs the step (mode reduce-overhead: its own CUDA graphs)")
+        return reasons
+
     # -- data --------------------------------------------------------------------------------------
     def build_data(self) -> int:
         """Datasets and the train loader (device-resident or DataLoader workers, ``data.loader``); returns the
@@ -135,7 +141,7 @@ class Trainer(TrainerBase):
     def epoch_metrics(self, sums: list[float], steps: int, seconds: float, skipped: int) -> dict:
         loss_sum, hits, n = sums
         return {"train_loss": loss_sum / max(n, 1), "train_top1": 100 * hits / max(n, 1),
-                "lr": self.optimizer.param_groups[0]["lr"], "img_s": n / seconds, "seconds": seconds,
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "img_s": n / seconds, "seconds": seconds,
                 "skipped": skipped}
 
     def progress_postfix(self, sums: list[float], steps: int, seconds: float) -> dict:

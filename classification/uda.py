@@ -174,6 +174,12 @@ class UDATrainer(Trainer):
         self.forward = torch.compile(self.model, backend=cfg.model.compile_backend) if cfg.model.compile else self.model
         self.step_path = "eager step" + (" (model.compile: the forward compiled)" if cfg.model.compile else "")
 
+    def graph_blockers(self) -> list[str]:
+        reasons = super().graph_blockers()
+        if self.cfg.uda.tsa and self.cfg.train.cuda_graph and self.device.type == "cuda":
+            reasons.append(f"uda.tsa={self.cfg.uda.tsa}: its threshold follows the step count, read on the host")
+        return reasons
+
     def build_data(self) -> int:
         cfg = self.cfg
         base = base_dataset(cfg.data, cfg.data.train_split)
@@ -254,7 +260,7 @@ class UDATrainer(Trainer):
         w, n = self.info.world_size, max(1, steps)
         loss, sup, cons, mask, hits, count = (v / w for v in sums)
         return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,
-                "train_top1": 100 * hits / max(count, 1), "lr": self.optimizer.param_groups[0]["lr"],
+                "train_top1": 100 * hits / max(count, 1), "lr": float(self.optimizer.param_groups[0]["lr"]),
                 "img_s": n * self.cfg.data.batch_size * (1 + 2 * self.cfg.uda.unsup_ratio) / seconds,
                 "seconds": seconds}
 

@@ -7,10 +7,32 @@ dtypes and Python scalars, so they never synchronise with the device; checks of 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 
 import torch
+
+_DEFERRED = contextvars.ContextVar("core_deferred_checks", default=False)
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Inside, no check reads a tensor on the host, on the CPU either: value checks are asynchronous asserts
+    and the one-time CPU warnings wait. What capturing a step as a CUDA graph needs (a host read fails the
+    capture, and Python code runs only at capture); on an accelerator it changes nothing."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def host_readable(t: torch.Tensor) -> bool:
+    """Whether a check may read ``t`` on the host now: on the CPU, outside ``torch.compile`` and outside
+    :func:`deferred_checks`."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not _DEFERRED.get()
 
 
 def check_images(x: torch.Tensor, name: str = "x") -> None:
@@ -36,7 +58,7 @@ def check_values(ok: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` unless the bool tensor ``ok`` is all True. On the CPU this is
     immediate; on an accelerator it is an asynchronous device assert (a host-side check would
     synchronise), which fails the next synchronising call."""
-    if ok.device.type != "cpu" or torch.compiler.is_compiling():  # no host read in a compiled graph either
+    if not host_readable(ok):  # no host read in a compiled or captured graph either
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
         raise ValueError(message)

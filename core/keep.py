@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import ops
-from ._checks import check_batch, check_batched, check_images, check_range, check_tau
+from ._checks import check_batch, check_batched, check_images, check_range, check_tau, host_readable
 from .draws import permutation, uniform
 from .grad_scale import SaliencyScaler
 from .model_io import Output
@@ -207,7 +207,7 @@ class KeepAugment:
 
     def _warn_zero(self, sal: torch.Tensor) -> None:
         """Warn once about all-zero maps, on the CPU only, where counting them costs no device sync."""
-        if sal.device.type != "cpu" or self._warned_zero or torch.compiler.is_compiling():
+        if self._warned_zero or not host_readable(sal):
             return
         zero = count_zero_maps(sal)
         if bool(zero):

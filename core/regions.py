@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_finite, check_maps
+from ._checks import check_finite, check_maps, host_readable
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
 PLACEMENTS = ("clip", "inside")
@@ -105,7 +105,7 @@ def check_saliency_values(saliency: torch.Tensor) -> None:
     """A saliency map must be finite and non-negative: ``ValueError`` naming which on the CPU, one
     asynchronous device assert elsewhere (three small kernels, no synchronisation)."""
     ok = saliency.nan_to_num(-1.0, -1.0, -1.0).amin() >= 0  # NaN, +-Inf and negative values all fail
-    if ok.device.type != "cpu" or torch.compiler.is_compiling():
+    if not host_readable(ok):
         torch._assert_async(ok, "saliency must be finite and non-negative (it holds NaN, Inf or a negative value)")
     elif not bool(ok):
         check_finite(saliency, "saliency")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from core.engine.batch import Batch, Collate
 from core.engine.distributed import barrier
+from core.engine.graphed import lr_as_float
 from core.engine.sections import keep_from_config
 from core.engine.seeding import EpochSeeded, WithEpoch
 from core.engine.trainer import StepStats, TrainerBase
@@ -138,7 +139,7 @@ class ReidTrainer(TrainerBase):
         loss, ce, tri, hits, n = sums
         steps, w = max(1, steps), self.info.world_size
         return {"train_loss": loss / steps / w, "ce_loss": ce / steps / w, "triplet_loss": tri / steps / w,
-                "train_top1": 100 * hits / max(n, 1), "lr": self.optimizer.param_groups[0]["lr"],
+                "train_top1": 100 * hits / max(n, 1), "lr": float(self.optimizer.param_groups[0]["lr"]),
                 "img_s": n / seconds, "seconds": seconds}
 
     def progress_postfix(self, sums: list[float], steps: int, seconds: float) -> dict:
@@ -186,7 +187,7 @@ class ReidTrainer(TrainerBase):
 
     def state(self) -> dict:
         return {"model": self.net.state_dict(), "center": self.center.state_dict(),
-                "center_optimizer": self.center_optimizer.state_dict()}
+                "center_optimizer": lr_as_float(self.center_optimizer.state_dict())}
 
     def load_weights(self, path: str | Path) -> dict:
         """The network and centres of a training checkpoint whose model config matches this one (evaluation)."""

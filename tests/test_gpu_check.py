@@ -17,6 +17,8 @@ def test_gpu_check_dry_run(tmp_path):
     assert report["dry_run"] and report["cuda_tests"]["status"].startswith("skipped")
     assert {r["op"] for r in report["bench_core"]["ops"]} == {"selective-cut", "selective-paste"}
     assert {r["variant"] for r in report["bench_core"]["train_step"]} >= {"cutout", "keep_lowres_early"}
+    assert {(r["arm"], r["path"]) for r in report["step_paths"]} == {("cutout", "eager"),
+                                                                     ("keep_cutout_lowres_early", "eager")}
     runs = report["cifar"]["runs"]
     assert [r["arm"] for r in runs[:2]] == ["cutout", "keep_cutout_lowres_early"] and all(r["loader"] for r in runs)
     summary = report["cifar"]["summary"]["keep_cutout_lowres_early"]

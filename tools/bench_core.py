@@ -248,6 +248,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="timed training steps per variant (default 10; quick 5)")
     ap.add_argument("--repeats", type=int, help="timed repeats of the op benchmark (default 5; quick 3)")
     ap.add_argument("--skip-train", action="store_true", help="only the op benchmark (a)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="training-step variants of (b) (default all; cutout is always timed, the ratios need it)")
     ap.add_argument("--out", default="bench_core.json")
     ap.add_argument("--peak-rss-of", choices=list(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)
@@ -263,13 +265,14 @@ def main() -> None:
         return
     preset = "quick" if args.quick else "full"
     steps, repeats = args.steps or (5 if args.quick else 10), args.repeats or (3 if args.quick else 5)
-    report = run(device, preset, steps, repeats, not args.skip_train, Path(args.out))
+    variants = ["cutout", *(v for v in args.variants if v != "cutout")]
+    report = run(device, preset, steps, repeats, not args.skip_train, Path(args.out), variants=variants)
     print(f"wrote {args.out}; peak RSS of this process {peak_rss_kib() / 1024:.0f} MiB")
     return report
 
 
 def run(device: torch.device, preset: str, steps: int, repeats: int, train: bool, out: Path | None,
-        batch: int = 128, width: int = 64, peak: bool = True) -> dict:
+        batch: int = 128, width: int = 64, peak: bool = True, variants=tuple(VARIANTS)) -> dict:
     """All sections; the report is written to ``out`` after each one."""
     report = {"machine": machine(device), "device": device.type, "preset": preset}
 
@@ -283,7 +286,7 @@ def run(device: torch.device, preset: str, steps: int, repeats: int, train: bool
     print(f"## (a) selective ops, saliency given\n{table(report['ops'])}\n", flush=True)
     if train:
         precisions = PRECISIONS if device.type == "cuda" else ("fp32",)
-        report["train_step"] = bench_train(device, steps, precisions, batch, width, peak=peak)
+        report["train_step"] = bench_train(device, steps, precisions, batch, width, variants, peak=peak)
         save()
         print(f"## (b) CIFAR ResNet-18 training step, batch {batch}\n{table(report['train_step'])}\n", flush=True)
     if device.type == "cuda":

@@ -134,6 +134,9 @@ def summary_table(report: dict) -> str:
     for row in report.get("throughput", []):
         busy = f", GPU busy {100 * row['gpu_busy']:.0f}% of the step" if "gpu_busy" in row else ""
         lines.append(f"| probe: {row['variant']} bf16+cl batch {row['batch']} | {row['img_s']:.0f} img/s{busy} |")
+    for row in report.get("step_paths", []):
+        busy = f", GPU busy {100 * row['gpu_busy']:.0f}%" if "gpu_busy" in row else ""
+        lines.append(f"| trainer step {row['arm']}, {row['path']} | {row['img_s']:.0f} img/s{busy} |")
     for row in core.get("train_step", []):
         if row["variant"] in ("cutout", "keep_full", "keep_lowres", "keep_early", "keep_lowres_early"):
             lines.append(f"| train step {row['variant']} ({row['precision']}) | {row['img_s']:.0f} img/s, "
@@ -189,6 +192,49 @@ def throughput_probe(dry_run: bool) -> list[dict]:
     return rows
 
 
+STEP_PATHS = {"eager": ["train.cuda_graph=false"], "graph": [],
+              "compiled": ["model.compile=true", "train.cuda_graph=false"]}
+
+
+def step_paths(dry_run: bool, steps: int = 30) -> list[dict]:
+    """The trainer's whole step (device loader, batch 128, bf16 + channels_last) for Cutout and KeepCutout
+    (low-res + early), eager, as one CUDA graph (train.cuda_graph) and compiled (model.compile, mode
+    reduce-overhead), side by side: images/s over ``steps`` steps after a warm-up, and the GPU-busy share.
+    The dry run times the eager path on the CPU at tiny sizes (capture and reduce-overhead need CUDA)."""
+    device = torch.device("cpu" if dry_run else "cuda")
+    batch = 8 if dry_run else 128
+    base = ["data.dataset=sample", "data.root=", f"data.batch_size={batch}", f"data.limit_train={4 * batch}",
+            f"train.device={device.type}", "train.tensorboard=false", "train.progress=false", "data.loader=device",
+            f"train.output_dir={tempfile.mkdtemp()}"]
+    base += ["model.kwargs={width: 4}"] if dry_run else ["train.amp=bf16", "model.channels_last=true"]
+    rows = []
+    for arm, arm_overrides in ARMS.items():
+        for path in ("eager",) if dry_run else STEP_PATHS:
+            trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm_overrides, *STEP_PATHS[path]]))
+            trainer.start_checks()
+            trainer.begin_epoch()
+            if not trainer.graph_blockers():
+                trainer.use_graphs()
+
+            def batches():
+                while True:
+                    trainer.loader.set_epoch(trainer.epoch)
+                    yield from trainer.loader
+
+            stream = batches()
+            step = lambda: trainer.step_batch(next(stream))  # noqa: E731,B023
+            for _ in range(2 if dry_run else 8):  # warm-up, capture, compilation
+                step()
+            n = 2 if dry_run else steps
+            seconds = bench_core.timeit(step, device, n)
+            row = {"arm": arm, "path": path, "img_s": batch / seconds, "step_path": trainer.step_path}
+            if not dry_run:
+                row["gpu_busy"] = gpu_busy_fraction(step, device)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def trainer_sync(dry_run: bool) -> dict:
     """A whole classification training step (device loader; keep_cutout low-res + early, keep_cutmix) in bf16
     + channels_last under sync debug mode 'error'."""
@@ -215,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="directory for gpu_check.json, gpu_check.log and run folders")
     ap.add_argument("--data", default="gpu_data/cifar10-jpeg.tar.gz", help="CIFAR-10 folder or the JPEG archive")
-    ap.add_argument("--epochs", type=int, default=15, help="epochs per CIFAR run")
-    ap.add_argument("--seeds", type=int, default=2, help="at most this many seeds per arm")
+    ap.add_argument("--epochs", type=int, default=30, help="epochs per CIFAR run")
+    ap.add_argument("--seeds", type=int, default=3, help="at most this many seeds per arm")
     ap.add_argument("--budget", type=float, default=420, help="seconds for the whole check")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (seconds): the script cannot rot")
     ap.add_argument("--only-tests-and-probe", action="store_true", help="only the CUDA tests and the throughput probe")
@@ -255,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     report["trainer_sync"] = trainer_sync(args.dry_run)
     save()
     report["throughput"] = throughput_probe(args.dry_run)
+    save()
+    report["step_paths"] = step_paths(args.dry_run)
     save()
     report["cifar"] = cifar_comparison(args, out, deadline)
     save()

@@ -24,7 +24,8 @@ import torch
 # keys that may differ between any run and its resumption: schedule length, machine and logging; a schema
 # adds its own with a ``RESUME_MAY_CHANGE`` tuple (e.g. classification's train.eval_every, re-ID's eval.)
 MAY_CHANGE = ("train.epochs", "train.stop_after_epoch", "train.device", "train.progress", "train.tensorboard",
-              "train.check_every", "train.output_dir", "train.keep_every", "data.workers", "data.root",
+              "train.check_every", "train.output_dir", "train.keep_every", "train.cuda_graph", "data.workers",
+              "data.root",
               "data.download")
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.yaml", "train.log", "env.json", "eval.json", "tb")
 

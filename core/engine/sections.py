@@ -71,6 +71,9 @@ class TrainConfig:
     progress: bool = True
     check_every: int = 50  # steps between reads of the device (non-finite stop, logged scalars); 1 = every step
     keep_every: int = 0  # also keep a copy epoch_NNNN.pt every N epochs (0 = only last.pt / best.pt)
+    # CUDA: the whole step captured as one CUDA graph and replayed (core.engine.graphed), where the step allows
+    # it; train.log's second line says which path runs and why
+    cuda_graph: bool = True
 
     def validate(self) -> None:
         if self.amp not in AMP_DTYPES:

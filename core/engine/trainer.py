@@ -27,6 +27,7 @@ from .checkpoint import gather_rng_states, load_checkpoint, restore_rng_states, 
 from .compiled import CompiledStep
 from .config import ConfigError, from_dict, save_config, to_dict
 from .distributed import all_reduce_sum, barrier, init_distributed
+from .graphed import WARMUP_STEPS, CudaGraphs, GraphedStep, lr_as_float, lr_on_device
 from .hooks import check_hooks
 from .logs import RunLog, TrainLog, epoch_line
 from .sections import AMP_DTYPES
@@ -77,7 +78,8 @@ class TrainerBase:
         self.hooks = check_hooks(hooks)
         self.info = init_distributed(cfg.train.device)
         self.device, self.out = self.info.device, Path(cfg.train.output_dir)
-        self.step_path = "eager step"  # which path the step runs, for the log (see step_function)
+        self.step_path = "eager step"  # which path the step runs, for the log (see step_function, use_graphs)
+        self.graphed: GraphedStep | None = None  # the step as a CUDA graph (train.cuda_graph), set by start_fit
         torch.use_deterministic_algorithms(cfg.train.deterministic)  # either way: a process-wide flag
         if not cfg.train.deterministic and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
@@ -118,6 +120,28 @@ class TrainerBase:
                           f"of each batch shape runs eagerly to record its random draws")
         return CompiledStep(fn, backend=backend, mode=mode, fullgraph=one)
 
+    def graph_blockers(self) -> list[str]:
+        """Why the step cannot run as one CUDA graph in this run (empty: it can); a trainer adds its own."""
+        if not self.cfg.train.cuda_graph:
+            return ["train.cuda_graph=false"]
+        if self.device.type != "cuda":
+            return [f"CUDA only, this run is on {self.device.type}"]
+        reasons = []
+        if self.amp_dtype == torch.float16:
+            reasons.append("train.amp=fp16: the GradScaler's dynamic loss scale is not captured")
+        if self.info.distributed:
+            reasons.append("DDP: gradient all-reduce inside a captured step is not supported by these trainers")
+        return reasons
+
+    def use_graphs(self, graphs=None, warmup: int = WARMUP_STEPS) -> None:
+        """Run the step as one captured graph from now on (:class:`~core.engine.graphed.GraphedStep`;
+        ``graphs``: :class:`~core.engine.graphed.CudaGraphs` on the trainer's generator by default)."""
+        self.graphed = GraphedStep(self.run_step, graphs or CudaGraphs(self.generator), self.device,
+                                   self.optimizers(), warmup)
+        self.step_path = (f"CUDA graph: the whole step (KeepAugment, forward, loss, backward, optimizer) captured "
+                          f"after {warmup} eager warm-up steps and replayed; a batch of other shapes (an epoch's "
+                          f"last, partial batch) runs eagerly")
+
     def distribute(self, module: nn.Module) -> nn.Module:
         """``module`` under DDP when this is one of several processes (gradients of every parameter of
         ``module`` are averaged, so keep the early head / centres inside it), else itself."""
@@ -126,10 +150,14 @@ class TrainerBase:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer, *(opt for opt, _ in self.extra_optimizers)]
+
     def optimizer_options(self) -> dict:
         """How an optimizer runs its update: fused kernels on CUDA (a few launches per step, and with an fp16
-        GradScaler the found-inf flag stays on the device: ``scaler.step`` never waits), the multi-tensor
-        (foreach) path on the CPU."""
+        GradScaler the found-inf flag stays on the device: ``scaler.step`` never waits; the learning rates
+        become device tensors at :meth:`start_fit`, which a captured step needs), the multi-tensor (foreach)
+        path on the CPU."""
         return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
 
     def limit_steps(self, steps: int) -> int:
@@ -147,14 +175,16 @@ class TrainerBase:
         return t.to(self.device, non_blocking=True)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        # no cast cache under a CUDA graph: a cached cast made at capture would be replayed stale
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
+                              cache_enabled=self.graphed is None)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward and update, the same for every trainer: zero the gradients, backward through the grad
         scaler, clip the unscaled gradients' global norm (``clip_norm`` > 0, over ``module``'s parameters;
         on the device, no host read), step ``optimizer`` then each ``extra_optimizers`` entry
-        ``(optimizer, prepare)`` (``prepare()`` runs on its unscaled gradients first), update the scaler,
-        and step a per-step schedule."""
+        ``(optimizer, prepare)`` (``prepare()`` runs on its unscaled gradients first), update the scaler.
+        A per-step schedule steps after the step (:meth:`step_batch`), outside a captured graph."""
         self.optimizer.zero_grad(set_to_none=True)
         for opt, _ in self.extra_optimizers:
             opt.zero_grad(set_to_none=True)
@@ -168,8 +198,6 @@ class TrainerBase:
             prepare()
             self.scaler.step(opt)
         self.scaler.update()
-        if self.schedule_per == "step":
-            self.scheduler.step()
 
     # -- what a subclass supplies --------------------------------------------------------------------
     def run_step(self, batch) -> StepStats:
@@ -262,8 +290,12 @@ class TrainerBase:
         self.start_progress()
 
     def step_batch(self, batch) -> StepStats:
-        """The loop's body: :meth:`run_step`, the running sums, :meth:`finish_step` - no host sync."""
-        stats = self.last_stats = self.run_step(batch)  # hooks may read it (on the device)
+        """The loop's body: :meth:`run_step` (replayed as a CUDA graph with ``train.cuda_graph``), a per-step
+        schedule, the running sums, :meth:`finish_step` - no host sync."""
+        stats = self.graphed(batch) if self.graphed is not None else self.run_step(batch)
+        self.last_stats = stats  # hooks may read it (on the device)
+        if self.schedule_per == "step":
+            self.scheduler.step()
         self.totals += stats.sums
         self.done += 1
         self.finish_step(stats.loss, batch)
@@ -354,6 +386,14 @@ class TrainerBase:
         if resume:
             self.resume()
         self.start_checks()
+        if self.optimizer_options().get("fused"):  # learning rates on the device: the same for eager and graph steps
+            lr_on_device(self.optimizers(), self.device)
+        if self.graphed is None:
+            blockers = self.graph_blockers()
+            if not blockers:
+                self.use_graphs()
+            elif self.step_path == "eager step":
+                self.step_path = f"eager step (not a CUDA graph: {'; '.join(blockers)})"
         if self.info.is_main:
             save_config(self.cfg, self.out / "config.yaml")
             run_dir.record_env(self.out, self.device, self.info.world_size, resume)
@@ -368,7 +408,8 @@ class TrainerBase:
     def checkpoint(self) -> dict:
         """The full training state: the subclass's :meth:`state`, the shared optimizer / scheduler / scaler,
         progress, every rank's RNG states (a collective) and the config."""
-        return {**self.state(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        return {**self.state(), "optimizer": lr_as_float(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "rng": gather_rng_states(self.generator, self.info), "config": to_dict(self.cfg)}
 
