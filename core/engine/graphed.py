@@ -6,7 +6,7 @@ its kernels, the optimizers create their state), the next one is captured into a
 buffers and replayed for it and every later batch of the same shapes: the batch is copied into the buffers,
 the graph replayed, the step's statistics copied out. Only device work is replayed, so the step's Python side
 must not change between steps: the learning rates become device tensors that the schedule fills in place
-(:func:`lr_on_device`; the scheduler steps outside the step, see ``TrainerBase.step_batch``), the random
+(:func:`make_capturable`; the scheduler steps outside the step, see ``TrainerBase.step_batch``), the random
 draws come from the trainer's generator, registered with the graph, and the bookkeeping (running sums,
 non-finite check, hooks, progress) stays outside; core's value checks are device asserts in the graph
 (:func:`core._checks.deferred_checks`). A batch of other shapes (an epoch's last, partial batch)
@@ -15,6 +15,7 @@ runs eagerly. The graph's side is :class:`CudaGraphs`; a test can hand :class:`G
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import fields, replace
 
@@ -66,6 +67,17 @@ def lr_on_device(optimizers, device: torch.device) -> None:
                 group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
 
 
+def make_capturable(optimizers, device: torch.device) -> None:
+    """Ready ``optimizers`` for a captured step: learning rates on the device (:func:`lr_on_device`) and
+    ``capturable=True`` where a param group has the flag (Adam and its family refuse a capture without it;
+    their fused kernels keep the step counts on the device either way; SGD has no flag)."""
+    lr_on_device(optimizers, device)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True
+
+
 def lr_as_float(state: dict) -> dict:
     """An optimizer ``state_dict`` with tensor learning rates as floats (checkpoints stay the same whichever
     path trained)."""
@@ -93,7 +105,8 @@ class CudaGraphs:
         self.graph = torch.cuda.CUDAGraph()
         if self.generator is not None:
             self.graph.register_generator_state(self.generator)
-        with torch.cuda.graph(self.graph):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             return fn()
 
     def replay(self) -> None:
@@ -123,13 +136,15 @@ class GraphedStep:
             if self.warmed < self.warmup:
                 self.warmed += 1
                 return self.graphs.warm(lambda: self.run_step(batch))
-            lr_on_device(self.optimizers, self.device)
+            make_capturable(self.optimizers, self.device)
             self.signature, self.static = sig, static_copy(batch, self.device)
             with deferred_checks():  # value checks as device asserts, replayed with the step
                 self.outputs = self.graphs.capture(lambda: self.run_step(self.static))
         elif sig != self.signature:  # e.g. the epoch's last, partial batch
             self.eager_steps += 1
-            return self.run_step(batch)
+            with warnings.catch_warnings():  # a capturable optimizer stepping uncaptured says so, harmlessly
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")
+                return self.run_step(batch)
         else:
             copy_into(self.static, batch)
         self.graphs.replay()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.engine.batch import Batch
-from core.engine.graphed import GraphedStep, batch_signature, lr_as_float, lr_on_device
+from core.engine.graphed import GraphedStep, batch_signature, lr_as_float, lr_on_device, make_capturable
 from core.engine.trainer import StepStats
 
 from ..graph_emulator import EmulatedGraphs, HostRead
@@ -90,3 +90,6 @@ def test_signature_covers_the_unlabelled_half_and_lr_helpers():
     lr = opt.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.dtype == torch.float32
     assert lr_as_float(opt.state_dict())["param_groups"][0]["lr"] == 0.25
+    adam = torch.optim.Adam([nn.Parameter(torch.zeros(2))], lr=0.1, fused=True)
+    make_capturable([opt, adam], torch.device("cpu"))
+    assert adam.param_groups[0]["capturable"] and "capturable" not in opt.param_groups[0]  # SGD has no flag

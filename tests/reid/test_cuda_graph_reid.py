@@ -24,6 +24,7 @@ def test_reid_replay_equals_eager(tiny, tmp_path, monkeypatch):  # noqa: F811
         runs[name] = (trainer, trainer.fit())
     (eager, m_eager), (graph, m_graph) = runs["eager"], runs["graph"]
     assert graph.graphed.replays == 7  # 2 epochs of 4 steps: one warm-up step, then captured and replayed
+    assert graph.optimizer.param_groups[0]["capturable"]  # Adam refuses a CUDA-graph capture without it
     assert m_graph["train_loss"] == m_eager["train_loss"] and m_graph["lr"] == m_eager["lr"]
     for (k, a), b in zip(eager.module.state_dict().items(), graph.module.state_dict().values()):
         assert torch.equal(a, b), k  # network, BN statistics and the centres
