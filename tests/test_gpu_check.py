@@ -25,3 +25,13 @@ def test_gpu_check_dry_run(tmp_path):
     assert len(summary["paired_diff_per_seed"]) == summary["seeds"] >= 1
     assert run.stdout.rstrip().splitlines()[-1].startswith("| wall time |")  # the summary table is printed last
     assert (out / "gpu_check.log").read_text().rstrip().endswith(run.stdout.rstrip().splitlines()[-1])
+
+
+def test_gpu_check_only_cifar_dry_run(tmp_path):
+    from tools import gpu_check
+
+    out = tmp_path / "cifar_only"
+    assert gpu_check.main(["--dry-run", "--only-cifar", "--seeds", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert "cuda_tests" not in report and [r["arm"] for r in report["cifar"]["runs"]] == [
+        "cutout", "keep_cutout_lowres_early"]

@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=420, help="seconds for the whole check")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (seconds): the script cannot rot")
     ap.add_argument("--only-tests-and-probe", action="store_true", help="only the CUDA tests and the throughput probe")
+    ap.add_argument("--only-cifar", action="store_true",
+                    help="only the CIFAR-10 Cutout vs KeepCutout comparison (a call of its own, for the full budget)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,12 +287,21 @@ def main(argv: list[str] | None = None) -> int:
         (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
 
     print(f"# gpu_check: {report['device_name']}, torch {report['torch']}", flush=True)
+    if args.only_cifar:
+        report["cifar"] = cifar_comparison(args, out, deadline)
+        save()
+        print(json.dumps(report["cifar"]["summary"], indent=2))
+        sys.stdout = sys.__stdout__
+        log.close()
+        return 0
     report["cuda_tests"] = cuda_tests(out, args.dry_run)
     save()
     if args.only_tests_and_probe:  # a second call on a warm machine: the tests again + the throughput probe
         report["throughput"] = throughput_probe(args.dry_run)
         save()
         print(json.dumps(report, indent=2))
+        sys.stdout = sys.__stdout__
+        log.close()
         return 0 if "FAILED" not in report["cuda_tests"]["status"] else 1
     preset = "dry" if args.dry_run else "full"
     report["bench_core"] = bench_core.run(device, preset, steps=2 if args.dry_run else 20,
