@@ -63,7 +63,12 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     all-zero boxes tie exactly whatever the dynamic range of the rest of the map (plain float64 table
     differences leave them at +-1e-5 next to values of 1e10). With one size for the batch the boxes are
     summed directly in float64 (two separable pooling passes: boxes with the same pixels tie exactly, and
-    a sum of non-negative numbers is 0 only when they all are); per-image sizes take differences of a
+    a sum of non-negative numbers is 0 only when they all are); on the CPU, where pooling costs the box
+    side per anchor, by separable differences of float64 prefix sums at the clipped window ends instead
+    (the same window takes the same two sums, so the same ties; a box with a nonzero pixel whose sum
+    rounds away next to a huge prefix scores the smallest positive float64, by an int64 count of the
+    nonzero pixels; the same values as pooling whenever float64 sums the map exactly, e.g. float32 values
+    within a 2**29 range); per-image sizes take differences of a
     float64 summed-area table, with an int64 table of ``saliency != 0`` for the exact zeros, exact up to
     the table's rounding (an absolute error of order 1e-16 of the map's total).
 
@@ -89,7 +94,8 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     if check:
         check_saliency_values(saliency)
     if not isinstance(size, torch.Tensor) and min(size) > 0:
-        return _pooled_scores(saliency, *size, placement, reduce)
+        static = _prefix_scores if saliency.device.type == "cpu" else _pooled_scores
+        return static(saliency, *size, placement, reduce)
     sat = summed_area_table(saliency)
     sums = _box_sums(sat, size, placement)
     nonzero = _box_sums(summed_area_table(saliency != 0), size, placement)
@@ -125,6 +131,36 @@ def _pooled_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduc
     opts = dict(divisor_override=1) if reduce == "sum" else {}
     s = F.avg_pool2d(F.avg_pool2d(s, (h, 1), stride=1, **opts), (1, w), stride=1, **opts)
     return F.pad(s[:, 0], (0, w - 1, 0, h - 1), value=float("nan"))  # anchors whose box does not fit
+
+
+def _window_ends(n: int, k: int, placement: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n,)`` start and end of every anchor's window of length ``k`` along one axis, clipped to [0, n]."""
+    i = torch.arange(n, device=device)
+    start = i - k // 2 if placement == "clip" else i
+    return start.clamp(0, n), (start + k).clamp(0, n)
+
+
+def _prefix_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduce: str) -> torch.Tensor:
+    """:func:`_pooled_scores` on the CPU, in O(H W) whatever the box size: separable differences of float64
+    prefix sums at each anchor's clipped window ends (see :func:`region_scores` for what is exact)."""
+    height, width = saliency.shape[1:]
+    r0, r1 = _window_ends(height, h, placement, saliency.device)
+    c0, c1 = _window_ends(width, w, placement, saliency.device)
+
+    def box_sums(t: torch.Tensor) -> torch.Tensor:
+        rows = F.pad(t.cumsum(1), (0, 0, 1, 0))  # a zero first row: window [a, b) = rows[b] - rows[a]
+        t = rows[:, r1] - rows[:, r0]
+        cols = F.pad(t.cumsum(2), (1, 0))
+        return cols[:, :, c1] - cols[:, :, c0]
+
+    sums = box_sums(saliency.to(torch.float64))
+    nonzero = box_sums((saliency != 0).to(torch.int64)) > 0
+    scores = torch.where(nonzero, sums.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    if reduce == "mean":
+        scores = scores / ((r1 - r0)[:, None] * (c1 - c0)[None, :]).clamp_min(1)
+    if placement == "inside":
+        scores = scores.masked_fill(~_fits_inside((h, w), height, width, saliency.device), float("nan"))
+    return scores
 
 
 def box_areas(size, batch: int, height: int, width: int, placement: str, device) -> torch.Tensor:

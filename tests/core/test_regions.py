@@ -32,6 +32,35 @@ def test_clip_scores_match_pooling_reference():
         assert torch.allclose(got[b], reference_region_scores(s[b], 5, 4), atol=1e-9)
 
 
+@pytest.mark.parametrize("placement", ["clip", "inside"])
+@pytest.mark.parametrize("n,hw", [(32, (16, 16)), (32, (7, 8)), (17, (5, 3)), (9, (9, 9)), (224, (112, 112))])
+def test_cpu_prefix_sums_equal_the_pooling_passes(placement, n, hw):
+    """On the CPU one region size is scored by prefix-sum differences (O(H W)), elsewhere by two pooling
+    passes (few kernels): the same sums bit for bit on a float32 map (float64 sums it exactly), the same
+    zero boxes, means within rounding."""
+    from core.regions import _pooled_scores, _prefix_scores
+
+    g = torch.Generator().manual_seed(n)
+    s = torch.rand(3, n, n, generator=g)
+    s[s < 0.4] = 0
+    s[0, : n // 2] = 0  # whole zero boxes
+    for reduce in ("sum", "mean"):
+        pooled, prefix = _pooled_scores(s, *hw, placement, reduce), _prefix_scores(s, *hw, placement, reduce)
+        assert torch.equal(pooled.isnan(), prefix.isnan()) and torch.equal(pooled == 0, prefix == 0)
+        if reduce == "sum":
+            assert torch.equal(pooled.nan_to_num(-1), prefix.nan_to_num(-1))
+        else:
+            assert torch.allclose(pooled.nan_to_num(), prefix.nan_to_num(), rtol=1e-14, atol=0)
+
+
+def test_cpu_prefix_sums_keep_a_tiny_box_above_zero_next_to_a_huge_prefix():
+    s = torch.zeros(1, 8, 8)
+    s[0, 0, 0] = 1e30
+    s[0, 3, 0] = 1e-30  # rounds away against the 1e30 above it in a float64 prefix sum
+    scores = region_scores(s, 1, "inside")
+    assert scores[0, 3, 0] > 0 and (scores[0][s[0] == 0] == 0).all()
+
+
 def test_per_image_sizes():
     s = torch.rand(3, 8, 8)
     sizes = torch.tensor([[1, 1], [3, 5], [8, 8]])
