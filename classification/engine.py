@@ -75,11 +75,10 @@ class Trainer(TrainerBase):
         self.losses = self.step_function(self.loss_and_logits, cfg.model.compile, cfg.model.compile_backend)
         self.best_top1 = -1.0  # -1: not evaluated yet
 
-    def graph_blockers(self) -> list[str]:
-        reasons = super().graph_blockers()
-        if self.cfg.model.compile and self.cfg.train.cuda_graph and self.device.type == "cuda":
-            reasons.append("model.compile: torch.compile runs the step (mode reduce-overhead: its own CUDA graphs)")
-        return reasons
+    def step_blockers(self) -> list[str]:
+        if self.cfg.model.compile:
+            return ["model.compile: torch.compile runs the step (mode reduce-overhead: its own CUDA graphs)"]
+        return []
 
     # -- data --------------------------------------------------------------------------------------
     def build_data(self) -> int:

@@ -174,9 +174,9 @@ class UDATrainer(Trainer):
         self.forward = torch.compile(self.model, backend=cfg.model.compile_backend) if cfg.model.compile else self.model
         self.step_path = "eager step" + (" (model.compile: the forward compiled)" if cfg.model.compile else "")
 
-    def graph_blockers(self) -> list[str]:
-        reasons = super().graph_blockers()
-        if self.cfg.uda.tsa and self.cfg.train.cuda_graph and self.device.type == "cuda":
+    def step_blockers(self) -> list[str]:
+        reasons = super().step_blockers()
+        if self.cfg.uda.tsa:
             reasons.append(f"uda.tsa={self.cfg.uda.tsa}: its threshold follows the step count, read on the host")
         return reasons
 

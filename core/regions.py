@@ -133,19 +133,12 @@ def _pooled_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduc
     return F.pad(s[:, 0], (0, w - 1, 0, h - 1), value=float("nan"))  # anchors whose box does not fit
 
 
-def _window_ends(n: int, k: int, placement: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(n,)`` start and end of every anchor's window of length ``k`` along one axis, clipped to [0, n]."""
-    i = torch.arange(n, device=device)
-    start = i - k // 2 if placement == "clip" else i
-    return start.clamp(0, n), (start + k).clamp(0, n)
-
-
 def _prefix_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduce: str) -> torch.Tensor:
     """:func:`_pooled_scores` on the CPU, in O(H W) whatever the box size: separable differences of float64
     prefix sums at each anchor's clipped window ends (see :func:`region_scores` for what is exact)."""
     height, width = saliency.shape[1:]
-    r0, r1 = _window_ends(height, h, placement, saliency.device)
-    c0, c1 = _window_ends(width, w, placement, saliency.device)
+    size = torch.tensor([[h, w]], device=saliency.device)
+    r0, r1, c0, c1 = (e[0] for e in anchor_extents(size, height, width, placement))
 
     def box_sums(t: torch.Tensor) -> torch.Tensor:
         rows = F.pad(t.cumsum(1), (0, 0, 1, 0))  # a zero first row: window [a, b) = rows[b] - rows[a]

@@ -260,10 +260,12 @@ def mean_std(values: list[float], signed: bool = False) -> str:
     return f"{values[0]:{sign}.2f}"
 
 
-def bench_parser(doc: str, presets: dict, cache: str, out: str) -> argparse.ArgumentParser:
-    """The options every fixed-budget benchmark takes (bench_cifar, bench_uda, bench_reid)."""
+def bench_parser(doc: str, presets: dict, cache: str, out: str, data_required: bool = True) -> argparse.ArgumentParser:
+    """The options every fixed-budget benchmark takes (bench_cifar, bench_uda, bench_reid); ``data_required``
+    False for a tool that can run without data (bench_cifar's ``--merge``), which then checks it itself."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--data", help="the data folder or its archive (required unless --merge)")
+    ap.add_argument("--data", required=data_required,
+                    help="the data folder or its archive" + ("" if data_required else " (required unless --merge)"))
     ap.add_argument("--cache", default=cache, help="where an archive is extracted")
     ap.add_argument("--preset", choices=sorted(presets), default="cpu")
     ap.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
@@ -273,7 +275,7 @@ def bench_parser(doc: str, presets: dict, cache: str, out: str) -> argparse.Argu
 
 
 def main() -> None:
-    ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_cifar")
+    ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_cifar", data_required=False)
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--first-seed", type=int, default=0,
                     help="run seeds first-seed .. first-seed + seeds - 1 (to split a benchmark over processes)")

@@ -42,10 +42,7 @@ def market_root(data: str, cache: str) -> Path:
 
 
 def main() -> None:
-    ap = bench_parser(__doc__, PRESETS, cache="data", out="outputs/bench_reid")
-    args = ap.parse_args()
-    if not args.data:
-        ap.error("--data is required")
+    args = bench_parser(__doc__, PRESETS, cache="data", out="outputs/bench_reid").parse_args()
     preset, root, out = PRESETS[args.preset], market_root(args.data, args.cache), Path(args.out)
     results: dict[str, list[dict]] = {}
     for seed in range(args.seeds or preset["seeds"]):

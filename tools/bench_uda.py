@@ -49,8 +49,6 @@ def main() -> None:
     ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_uda")
     ap.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
     args = ap.parse_args()
-    if not args.data:
-        ap.error("--data is required")
     preset = PRESETS[args.preset]
     root, out = cifar_root(args.data, args.cache), Path(args.out)
     results: dict[str, list[dict]] = {}

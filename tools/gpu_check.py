@@ -213,8 +213,7 @@ def step_paths(dry_run: bool, steps: int = 30) -> list[dict]:
             trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm_overrides, *STEP_PATHS[path]]))
             trainer.start_checks()
             trainer.begin_epoch()
-            if not trainer.graph_blockers():
-                trainer.use_graphs()
+            trainer.prepare_step()  # the path fit() would take (the graph unless the overrides rule it out)
 
             def batches():
                 while True:

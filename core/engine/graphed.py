@@ -27,34 +27,31 @@ from .batch import Batch
 WARMUP_STEPS = 3  # eager steps on a side stream before the capture (PyTorch's whole-network example uses 3)
 
 
+def _parts(batch: Batch) -> list[tuple[str, torch.Tensor | Batch]]:
+    """The filled tensor fields of ``batch`` and its nested batch (UDA's unlabelled half), by name."""
+    return [(f.name, v) for f in fields(Batch) if isinstance(v := getattr(batch, f.name), (torch.Tensor, Batch))]
+
+
 def batch_signature(batch: Batch) -> tuple:
     """The shapes and dtypes of every tensor of ``batch`` (its unlabelled part included): a graph replays
     only batches of the signature it was captured with."""
-    sig = []
-    for f in fields(Batch):
-        value = getattr(batch, f.name)
-        if isinstance(value, torch.Tensor):
-            sig.append((f.name, tuple(value.shape), value.dtype))
-        elif isinstance(value, Batch):
-            sig.append((f.name, batch_signature(value)))
-    return tuple(sig)
+    return tuple((name, batch_signature(v)) if isinstance(v, Batch) else (name, tuple(v.shape), v.dtype)
+                 for name, v in _parts(batch))
 
 
 def static_copy(batch: Batch, device: torch.device) -> Batch:
     """``batch`` with each tensor cloned on ``device``: the graph's input buffers."""
     return replace(batch, skipped=[], **{
-        f.name: static_copy(v, device) if isinstance(v, Batch) else v.to(device, copy=True)
-        for f in fields(Batch) if isinstance(v := getattr(batch, f.name), (torch.Tensor, Batch))})
+        name: static_copy(v, device) if isinstance(v, Batch) else v.to(device, copy=True) for name, v in _parts(batch)})
 
 
 def copy_into(static: Batch, batch: Batch) -> None:
     """Copy ``batch`` into the buffers ``static`` (asynchronous from pinned host memory)."""
-    for f in fields(Batch):
-        value = getattr(batch, f.name)
-        if isinstance(value, Batch):
-            copy_into(getattr(static, f.name), value)
-        elif isinstance(value, torch.Tensor):
-            getattr(static, f.name).copy_(value, non_blocking=True)
+    for name, v in _parts(batch):
+        if isinstance(v, Batch):
+            copy_into(getattr(static, name), v)
+        else:
+            getattr(static, name).copy_(v, non_blocking=True)
 
 
 def lr_on_device(optimizers, device: torch.device) -> None:

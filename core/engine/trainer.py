@@ -121,7 +121,8 @@ class TrainerBase:
         return CompiledStep(fn, backend=backend, mode=mode, fullgraph=one)
 
     def graph_blockers(self) -> list[str]:
-        """Why the step cannot run as one CUDA graph in this run (empty: it can); a trainer adds its own."""
+        """Why the step cannot run as one CUDA graph in this run (empty: it can); a trainer adds what its own
+        step needs in :meth:`step_blockers`."""
         if not self.cfg.train.cuda_graph:
             return ["train.cuda_graph=false"]
         if self.device.type != "cuda":
@@ -131,7 +132,11 @@ class TrainerBase:
             reasons.append("train.amp=fp16: the GradScaler's dynamic loss scale is not captured")
         if self.info.distributed:
             reasons.append("DDP: gradient all-reduce inside a captured step is not supported by these trainers")
-        return reasons
+        return reasons + self.step_blockers()
+
+    def step_blockers(self) -> list[str]:
+        """What in this trainer's step keeps it from a CUDA graph on an otherwise eligible CUDA run."""
+        return []
 
     def use_graphs(self, graphs=None, warmup: int = WARMUP_STEPS) -> None:
         """Run the step as one captured graph from now on (:class:`~core.engine.graphed.GraphedStep`;
@@ -141,6 +146,20 @@ class TrainerBase:
         self.step_path = (f"CUDA graph: the whole step (KeepAugment, forward, loss, backward, optimizer) captured "
                           f"after {warmup} eager warm-up steps and replayed; a batch of other shapes (an epoch's "
                           f"last, partial batch) runs eagerly")
+
+    def prepare_step(self) -> None:
+        """Before the first step: the learning rates of fused optimizers on the device (the same numbers for an
+        eager and a captured step), and the step's path: one CUDA graph where :meth:`graph_blockers` allow
+        (unless one is set already), else :attr:`step_path` says why not."""
+        if self.optimizer_options().get("fused"):
+            lr_on_device(self.optimizers(), self.device)
+        if self.graphed is not None:
+            return
+        blockers = self.graph_blockers()
+        if not blockers:
+            self.use_graphs()
+        elif self.step_path == "eager step":  # a compiled step (step_function) names its own path
+            self.step_path = f"eager step (not a CUDA graph: {'; '.join(blockers)})"
 
     def distribute(self, module: nn.Module) -> nn.Module:
         """``module`` under DDP when this is one of several processes (gradients of every parameter of
@@ -386,14 +405,7 @@ class TrainerBase:
         if resume:
             self.resume()
         self.start_checks()
-        if self.optimizer_options().get("fused"):  # learning rates on the device: the same for eager and graph steps
-            lr_on_device(self.optimizers(), self.device)
-        if self.graphed is None:
-            blockers = self.graph_blockers()
-            if not blockers:
-                self.use_graphs()
-            elif self.step_path == "eager step":
-                self.step_path = f"eager step (not a CUDA graph: {'; '.join(blockers)})"
+        self.prepare_step()
         if self.info.is_main:
             save_config(self.cfg, self.out / "config.yaml")
             run_dir.record_env(self.out, self.device, self.info.world_size, resume)
