@@ -18,11 +18,8 @@ or ``before_crop`` (AutoAugment's CIFAR code, tensorflow/models ``research/autoa
 ``next_batch``: the policy on the stored image, then pad-and-crop, flip, Cutout). Either way the paste's clean
 image is the crop / flip of the image and nothing else, under the same crop and flip as the policy's view.
 
-Two device-side steps that core's per-image :class:`~core.KeepAugment` does not have, built from core's ops
-with the same interface (``sample`` / ``apply`` / ``__call__``, a :class:`~core.KeepOutput`), sync-free:
-:class:`BatchCutMix` (``aug.cutmix_mode=batch``: one lambda and one box for the whole batch, as CutMix-PyTorch)
-and :class:`AreaMatchedCutout` (``aug.cutout_area``: plain Cutout whose mean clipped area is a given value, the
-control for KeepCutout's smaller cuts).
+Two sync-free device-side steps that core's per-image :class:`~core.KeepAugment` does not have, with its
+interface: :class:`BatchCutMix` (``aug.cutmix_mode=batch``) and :class:`AreaMatchedCutout` (``aug.cutout_area``).
 """
 
 from __future__ import annotations
@@ -83,10 +80,6 @@ class AugPlan:
         """The loader yields (clean, augmented): the paste needs the clean image."""
         return self.keep_paste
 
-    @property
-    def selective(self) -> bool:
-        return self.keep_cut or self.keep_paste
-
 
 def plan(aug_cfg) -> AugPlan:
     """``aug.method``'s preset with the explicitly set component keys on top, checked."""
@@ -98,10 +91,9 @@ def plan(aug_cfg) -> AugPlan:
     region = aug_cfg.region or region
     keep_cut = keep_cut if aug_cfg.keep_cut is None else aug_cfg.keep_cut
     keep_paste = keep_paste if aug_cfg.keep_paste is None else aug_cfg.keep_paste
-    if image not in IMAGE_OPS:
-        raise ValueError(f"aug.image must be one of {', '.join(IMAGE_OPS)}, got {image!r}")
-    if region not in REGION_OPS:
-        raise ValueError(f"aug.region must be one of {', '.join(REGION_OPS)}, got {region!r}")
+    for key, value, allowed in (("image", image, IMAGE_OPS), ("region", region, REGION_OPS)):
+        if value not in allowed:
+            raise ValueError(f"aug.{key} must be one of {', '.join(allowed)}, got {value!r}")
     if keep_cut and region == "none":
         raise ValueError(f"aug.keep_cut needs a region op (aug.region is none with aug.method={method})")
     if keep_paste and image == "none":

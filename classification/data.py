@@ -39,19 +39,15 @@ class UnreadableImage(OSError):
 
     def __init__(self, path: str, err: Exception | None = None) -> None:
         if err is None:  # re-raised from a worker: the traceback ends with "...UnreadableImage: <message>"
-            message = worker_message(path) or path
-            super().__init__(message)
-            self.path = message  # names the file (the worker's Corrupt marker, not this, carries the bare path)
-            return
-        super().__init__(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)")
+            path = worker_message(path) or path  # names the file (the worker's Corrupt marker carries the bare path)
+            super().__init__(path)
+        else:
+            super().__init__(f"cannot read image {path}: {err} (data.skip_corrupt=true skips unreadable images)")
         self.path = path
 
 
-class ArrayImages(Dataset):
-    """In-memory ``(N, H, W, 3)`` uint8 images and labels (CIFAR-10 torchvision format, the sample)."""
-
-    def __init__(self, images: np.ndarray, labels, classes: list[str]) -> None:
-        self.images, self.labels, self.classes = images, list(map(int, labels)), classes
+class _Images(Dataset):
+    """Labelled images (subclasses set ``labels`` and define ``load_image(i)``: the image alone, no label read)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,12 +55,18 @@ class ArrayImages(Dataset):
     def load(self, i: int) -> tuple[Image.Image, int]:
         return self.load_image(i), self.labels[i]
 
+
+class ArrayImages(_Images):
+    """In-memory ``(N, H, W, 3)`` uint8 images and labels (CIFAR-10 torchvision format, the sample)."""
+
+    def __init__(self, images: np.ndarray, labels, classes: list[str]) -> None:
+        self.images, self.labels, self.classes = images, list(map(int, labels)), classes
+
     def load_image(self, i: int) -> Image.Image:
-        """The image alone: its label is not read."""
         return Image.fromarray(self.images[i])
 
 
-class FolderImages(Dataset):
+class FolderImages(_Images):
     """ImageFolder layout ``<root>/<class>/<image>``; unreadable files raise naming the file."""
 
     def __init__(self, root: Path) -> None:
@@ -72,14 +74,7 @@ class FolderImages(Dataset):
         self.classes = self.folder.classes
         self.labels = [y for _, y in self.folder.samples]
 
-    def __len__(self) -> int:
-        return len(self.folder.samples)
-
-    def load(self, i: int) -> tuple[Image.Image, int]:
-        return self.load_image(i), self.labels[i]
-
     def load_image(self, i: int) -> Image.Image:
-        """The image alone: its label is not read."""
         path = self.folder.samples[i][0]
         try:
             with Image.open(path) as img:
@@ -126,19 +121,8 @@ def _layout(data_cfg) -> str:
     return f"{data_cfg.train_split}/<class>/<image> and {data_cfg.val_split}/<class>/<image>"
 
 
-def load_or_skip(base, i: int, skip: bool):
-    """``base.load(i)``, or a :class:`Corrupt` marker for an unreadable image when skipping."""
-    try:
-        return base.load(i)
-    except OSError as err:
-        if skip:
-            return Corrupt(err)
-        raise
-
-
 class Lighting:
-    """AlexNet-style PCA lighting noise (CutMix-PyTorch ``utils.Lighting``, alphastd 0.1) on uint8
-    ``(3, H, W)`` tensors; one draw can be applied to several views of the same image."""
+    """AlexNet-style PCA lighting noise (CutMix-PyTorch ``utils.Lighting``, alphastd 0.1) on uint8 ``(3, H, W)``."""
 
     EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
     EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
@@ -146,14 +130,15 @@ class Lighting:
     def __init__(self, alphastd: float = 0.1) -> None:
         self.alphastd = alphastd
 
-    def __call__(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, view: torch.Tensor) -> torch.Tensor:
         alpha = torch.randn(3) * self.alphastd
         shift = (self.EIGVEC * alpha * self.EIGVAL).sum(1).view(3, 1, 1) * 255
-        return tuple((v.float() + shift).round().clamp(0, 255).to(torch.uint8) for v in views)
+        return (view.float() + shift).round().clamp(0, 255).to(torch.uint8)
 
 
 class _View(Dataset):
-    """A transformed view of a base dataset; unreadable images become :class:`Corrupt` if ``skip_corrupt``."""
+    """A transformed view of a base dataset: item ``i`` is ``self.item(image, label, i)``, or a :class:`Corrupt`
+    marker for an unreadable image if ``skip_corrupt``."""
 
     def __init__(self, base, data_cfg) -> None:
         self.base, self.skip = base, data_cfg.skip_corrupt
@@ -161,8 +146,14 @@ class _View(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def load(self, i: int):
-        return load_or_skip(self.base, i, self.skip)
+    def __getitem__(self, i: int):
+        try:
+            img, label = self.base.load(i)
+        except OSError as err:
+            if self.skip:
+                return Corrupt(err)
+            raise
+        return self.item(img, label, i)
 
 
 def same_draws(transform, *images):
@@ -179,9 +170,8 @@ def same_draws(transform, *images):
 class TrainView(_View):
     """Crop + flip (+ image-level augmentation) of a base dataset, as uint8 tensors.
 
-    ``geometric`` is the crop and flip; the image policy (``aug.image``) runs after it (``aug.policy_order:
-    after_crop``) or on the stored image before it (``before_crop``, AutoAugment's CIFAR order: ``data_utils.py``
-    ``next_batch`` applies the policy, then ``zero_pad_and_crop``, ``random_flip``, Cutout). With the paste
+    ``geometric`` is the crop and flip; the image policy (``aug.image``) runs after it or on the stored image
+    before it (``aug.policy_order``, see :mod:`classification.augment` for the sources). With the paste
     (``aug.plan.pair``) the item is ``(clean, augmented, label, index)`` where clean is the crop / flip of the
     image and nothing else, and the augmented view has the same crop and flip, so a box means the same pixels
     in both. ImageNet-style data add ColorJitter (``aug.color_jitter``) and PCA lighting (``aug.lighting``) to
@@ -190,13 +180,10 @@ class TrainView(_View):
 
     def __init__(self, base, data_cfg, aug_cfg) -> None:
         super().__init__(base, data_cfg)
-        size = data_cfg.image_size
-        if data_cfg.imagenet_style:
-            self.geometric = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
-            jitter, alphastd = aug_cfg.color_jitter, aug_cfg.lighting
-        else:
-            self.geometric = T.Compose([T.RandomCrop(size, padding=data_cfg.pad), T.RandomHorizontalFlip()])
-            jitter = alphastd = 0.0
+        size, imagenet = data_cfg.image_size, data_cfg.imagenet_style
+        crop = T.RandomResizedCrop(size) if imagenet else T.RandomCrop(size, padding=data_cfg.pad)
+        self.geometric = T.Compose([crop, T.RandomHorizontalFlip()])
+        jitter, alphastd = (aug_cfg.color_jitter, aug_cfg.lighting) if imagenet else (0.0, 0.0)
         self.colour = T.ColorJitter(jitter, jitter, jitter) if jitter else None
         self.lighting = Lighting(alphastd) if alphastd else None
         self.image_op = image_transform(aug_cfg)
@@ -204,11 +191,7 @@ class TrainView(_View):
         self.pair = aug_cfg.plan.pair
         self.to_tensor = T.PILToTensor()
 
-    def __getitem__(self, i: int):
-        loaded = self.load(i)
-        if isinstance(loaded, Corrupt):
-            return loaded
-        img, label = loaded
+    def item(self, img: Image.Image, label: int, i: int):
         clean = None
         if self.image_op is None:
             view = self.geometric(img)
@@ -225,7 +208,7 @@ class TrainView(_View):
             view = self.colour(view)
         view = self.to_tensor(view)
         if self.lighting is not None:
-            view = self.lighting(view)[0]
+            view = self.lighting(view)
         if self.pair:
             return self.to_tensor(clean), view, label, i
         return view, label, i
@@ -240,11 +223,7 @@ class EvalView(_View):
         ops = [T.Resize(round(size / 0.875)), T.CenterCrop(size)] if data_cfg.imagenet_style else [T.CenterCrop(size)]
         self.transform = T.Compose([*ops, T.PILToTensor()])
 
-    def __getitem__(self, i: int):
-        loaded = self.load(i)
-        if isinstance(loaded, Corrupt):
-            return loaded
-        img, label = loaded
+    def item(self, img: Image.Image, label: int, i: int):
         return self.transform(img), label, i
 
 
@@ -256,7 +235,7 @@ def limit(ds: Dataset, n: int) -> Dataset:
     """``n`` evenly spaced items (so a class-sorted set keeps every class); 0 = all."""
     if not n or n >= len(ds):
         return ds
-    return torch.utils.data.Subset(ds, [i * len(ds) // n for i in range(n)])
+    return Subset(ds, [i * len(ds) // n for i in range(n)])
 
 
 def build_datasets(cfg):
@@ -294,7 +273,6 @@ class WorkerLoader:
 
     def __iter__(self):
         return iter(self.loader)
-
 
 
 def use_device_loader(cfg, device: torch.device) -> bool:

@@ -57,18 +57,10 @@ def decode_all(base, indices: list[int], skip_corrupt: bool, threads: int = 8):
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, drop_last: bool, shuffle: bool = True):
     """This rank's indices for ``epoch``: DistributedSampler's contract (``randperm`` from a CPU generator
     seeded ``seed + epoch``; padded by wrapping, or truncated with ``drop_last``; every ``world``-th)."""
-    if shuffle:
-        g = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(n, generator=g)
-    else:
-        order = torch.arange(n)
-    if drop_last and n % world:
-        total = n - n % world
-        order = order[:total]
-    else:
-        total = -(-n // world) * world
-        if total > n:
-            order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle else torch.arange(n)
+    total = n - n % world if drop_last else -(-n // world) * world
+    if total > n:
+        order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
     return order[rank:total:world]
 
 

@@ -2,9 +2,8 @@
 the labelled / unlabelled split (UDA's first images, or a class-balanced draw), the consistency loss and
 training-signal annealing.
 
-Reference: google-research/uda ``image/main.py`` (KL between the temperature-sharpened prediction on the
-clean image, with no gradient, and the prediction on the strongly augmented image, masked by the clean
-prediction's confidence; TSA thresholds).
+Reference: google-research/uda ``image/main.py`` (the consistency loss, :func:`uda_consistency`, and the TSA
+thresholds).
 """
 
 from __future__ import annotations
@@ -52,13 +51,11 @@ def labelled_split(labels: list[int], n_labels: int, num_classes: int, seed: int
         by_class[int(y)].append(i)
     g = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in range(num_classes):
-        if len(by_class[c]) < per_class:
-            raise ValueError(f"class {c} has {len(by_class[c])} images, fewer than the {per_class} labels asked")
-        perm = torch.randperm(len(by_class[c]), generator=g)[:per_class].tolist()
-        chosen += [by_class[c][k] for k in perm]
-    chosen_set = set(chosen)
-    return sorted(chosen), [i for i in range(len(labels)) if i not in chosen_set]
+    for c, members in by_class.items():
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} images, fewer than the {per_class} labels asked")
+        chosen += [members[k] for k in torch.randperm(len(members), generator=g)[:per_class].tolist()]
+    return sorted(chosen), sorted(set(range(len(labels))) - set(chosen))
 
 
 def save_split(path: str | Path, labelled: list[int], unlabelled: list[int], seed: int, kind: str = "balanced") -> None:
@@ -83,10 +80,7 @@ def uda_consistency(logits_clean: torch.Tensor, logits_strong: torch.Tensor, tem
     target_logits = clean / temperature if temperature > 0 else clean
     p = F.softmax(target_logits, dim=-1)
     kl = (p * (F.log_softmax(target_logits, dim=-1) - F.log_softmax(logits_strong.float(), dim=-1))).sum(-1)
-    if threshold >= 0:
-        mask = (F.softmax(clean, dim=-1).amax(-1) > threshold).float()
-    else:
-        mask = torch.ones_like(kl)
+    mask = (F.softmax(clean, dim=-1).amax(-1) > threshold).float() if threshold >= 0 else torch.ones_like(kl)
     return (kl * mask).mean(), mask.mean()
 
 

@@ -12,7 +12,7 @@ from .model_io import fixed_input_size, select_logits
 from .ops import box_area_fraction, boxes_to_mask, cutmix, cutout, erase, mix_targets, paste
 from .policy import random_boxes, selective_boxes
 from .regions import anchor_boxes, region_scores, summed_area_table
-from .saliency import downscale, eval_mode, saliency_map, unwrap_model
+from .saliency import downscale, eval_mode, saliency_map
 from .sampling import (
     candidate_mask,
     region_threshold,
@@ -22,7 +22,7 @@ from .sampling import (
     sample_gamma,
     select_anchors,
 )
-from .wrappers import BackboneWithHead
+from .wrappers import BackboneWithHead, unwrap_model
 
 __all__ = [
     "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "KeepPipeline", "anchor_boxes", "box_area_fraction",

@@ -37,19 +37,14 @@ class KeepPipeline:
         """``x``: the clean batch; ``x_aug``: its image-level augmentation (same crop/flip), or None when
         there is no image policy. Returns the region step's output (boxes, CutMix targets) with the
         paste's boxes in ``paste_boxes``."""
-        shared = None
-        if self.paste is not None and self.region is not None and self.region.selective:
-            shared = self.paste.saliency(model, x, y)  # once for both steps, on the clean batch
-        paste_boxes, current = None, x if x_aug is None else x_aug
-        if self.paste is not None:
-            params = self.paste.sample(model, x, y, generator, saliency=shared)
+        paste_boxes, shared, current = None, None, x if x_aug is None else x_aug
+        if self.paste is not None:  # the saliency of the clean batch, used by both steps
+            params = self.paste.sample(model, x, y, generator)
             pasted = self.paste.apply(params, x, y, x_aug, generator)
             paste_boxes, current, shared = pasted.boxes, pasted.x, params.saliency
         if self.region is None:
             return KeepOutput(current, y, paste_boxes, saliency=shared, paste_boxes=paste_boxes)
-        if self.region.selective and shared is None:  # no paste: the saliency of the image to be cut
-            shared = self.region.saliency(model, current, y)
-        params = self.region.sample(model, current, y, generator, saliency=shared)
+        params = self.region.sample(model, current, y, generator, saliency=shared)  # None: of the image to be cut
         out = self.region.apply(params, current, y, None, generator)
         out.paste_boxes = paste_boxes
         return out

@@ -128,14 +128,10 @@ class EarlyHead(nn.Module):
         logits = self() if logits is None else logits
         return self.weight * F.cross_entropy(logits.float(), target)
 
-    def saliency_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Run ``model`` only up to the hook point and return the aux logits of ``x``."""
-        return self.fc(self.saliency_pooled(model, x))
-
     def saliency_pooled(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Run ``model`` only up to the hook point and return the pooled features ``(B, C)`` of ``x``: the
-        gradient of the aux logit ``k`` with respect to them is ``fc.weight[k]``, so a label's saliency
-        needs no head forward or backward (:func:`core.saliency.saliency_map`)."""
+        """Run ``model`` only up to the hook point and return the pooled features ``(B, C)`` of ``x`` (the aux
+        logits are ``fc`` of them). The gradient of the aux logit ``k`` with respect to them is ``fc.weight[k]``,
+        so a label's saliency needs no head forward or backward (:func:`core.saliency.saliency_map`)."""
         self._stop, self._features = True, None
         try:
             model(x)

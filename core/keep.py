@@ -33,7 +33,6 @@ from .sampling import sample_cutmix_sizes, sample_erasing_sizes
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
 OPS = ("cutout", "erasing", "cutmix", "paste")
-_PLACEMENT = {"cutout": "clip", "erasing": "inside", "cutmix": "clip", "paste": "clip"}
 
 
 def count_zero_maps(saliency: torch.Tensor | None) -> torch.Tensor | None:
@@ -151,13 +150,12 @@ class KeepAugment:
             raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}")
         if region_score not in REDUCTIONS:
             raise ValueError(f"region_score must be one of {REDUCTIONS}, got {region_score!r}")
-        self.region_score, self.output = region_score, output
+        self.region_score, self.output, self.saliency_dtype = region_score, output, saliency_dtype
         self._grad_scales: dict[torch.device, SaliencyScaler] = {}  # running float16 loss scale per device
         self._warned_zero = False
         self.op, self.selective, self.tau, self.target = op, selective, float(tau), target
         self.size = 16 if size is None and op in ("cutout", "paste") else size
         self.low_res, self.low_res_factor, self.early_head = low_res, float(low_res_factor), early_head
-        self.saliency_dtype = saliency_dtype
         self.p, self.fill = float(p), fill  # the fill setter also empties the fill cache
         self.erasing_area, self.erasing_ratio = tuple(erasing_area), tuple(erasing_ratio)
         self.erasing_log_ratio, self.erasing_attempts = erasing_log_ratio, erasing_attempts
@@ -230,7 +228,7 @@ class KeepAugment:
         if self.size is not None:  # before _sizes turns it into a tensor
             check_sizes_fit(self.size, h, w)
         sizes = self._sizes(x, generator)
-        placement = _PLACEMENT[self.op]
+        placement = "inside" if self.op == "erasing" else "clip"  # Random Erasing's box lies inside the image
         sal = None
         if self.selective:
             if saliency is not None:
@@ -242,11 +240,10 @@ class KeepAugment:
                 sal = self.saliency(model, x, y)
             boxes = selective_boxes(sal, sizes, self.tau, "above" if self.op == "paste" else "below",
                                     placement, generator, self.region_score)
+            self._warn_zero(sal)
         else:
             boxes = random_boxes(b, h, w, sizes, placement, generator, x.device)
         perm = permutation(b, generator, x.device) if self.op == "cutmix" else None
-        if sal is not None:
-            self._warn_zero(sal)
         return KeepParams(boxes, perm, sal)
 
     @torch.no_grad()
@@ -254,8 +251,7 @@ class KeepAugment:
               x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
         """The deterministic step (up to Random Erasing's random fill)."""
         _check_inputs(x, y, x_aug)
-        lam = None
-        target = y
+        lam, target = None, y
         if self.op == "cutout":
             out = ops.cutout(x, params.boxes, self._fill_for(x, 0.0))
         elif self.op == "erasing":
@@ -278,8 +274,7 @@ class KeepAugment:
         _check_inputs(x, y, x_aug)
         if x_aug is None and self.op == "paste":
             raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
-        params = self.sample(model, x, y, generator)
-        return self.apply(params, x, y, x_aug, generator)
+        return self.apply(self.sample(model, x, y, generator), x, y, x_aug, generator)
 
     def __repr__(self) -> str:
         size = self.size if self.op in ("cutout", "paste") else "per-image"

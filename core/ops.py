@@ -17,10 +17,13 @@ from ._checks import check_batch, check_images, check_same_shape
 from .draws import integers, normal
 
 
-def _check_boxes(boxes: torch.Tensor, batch: int) -> None:
+def _box_mask(x: torch.Tensor, boxes: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """The :func:`boxes_to_mask` of ``boxes`` for the images ``x``, once both are checked."""
+    check_images(x, name)
     if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be a (B, 4) tensor, got {getattr(boxes, 'shape', boxes)!r}")
-    check_batch(boxes.shape[0], batch, "boxes")
+    check_batch(boxes.shape[0], x.shape[0], "boxes")
+    return boxes_to_mask(boxes, x.shape[2], x.shape[3])
 
 
 def boxes_to_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -75,10 +78,7 @@ def _fill_values(fill, device: torch.device) -> torch.Tensor:
 
 def cutout(x: torch.Tensor, boxes: torch.Tensor, fill: float | Sequence[float] | torch.Tensor = 0.0) -> torch.Tensor:
     """Fill each box with a constant (Cutout: 0 in normalised space = the mean colour)."""
-    check_images(x)
-    _check_boxes(boxes, x.shape[0])
-    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
-    return torch.where(mask, fill_tensor(fill, x), x)
+    return torch.where(_box_mask(x, boxes), fill_tensor(fill, x), x)
 
 
 def erase(
@@ -92,23 +92,20 @@ def erase(
             uniform 0..255 for uint8), ``"channel_random"`` (one random value per image and channel),
             ``"mean"`` (each image's own per-channel mean), or a scalar / per-channel constant.
     """
-    check_images(x)
-    _check_boxes(boxes, x.shape[0])
-    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
-    if isinstance(fill, str):
-        if fill in ("random", "channel_random"):
-            shape = x.shape if fill == "random" else (*x.shape[:2], 1, 1)
-            if x.dtype == torch.uint8:
-                values = integers(0, 256, shape, generator, x.device, torch.uint8)
-            else:
-                values = normal(shape, generator, x.device).to(x.dtype)
-        elif fill == "mean":
-            values = x.float().mean(dim=(2, 3), keepdim=True)
-            values = values.round().to(x.dtype) if x.dtype == torch.uint8 else values.to(x.dtype)
-        else:
-            raise ValueError(f"fill must be 'random', 'channel_random', 'mean' or a number, got {fill!r}")
-    else:
+    mask = _box_mask(x, boxes)
+    if not isinstance(fill, str):
         values = fill_tensor(fill, x)
+    elif fill in ("random", "channel_random"):
+        shape = x.shape if fill == "random" else (*x.shape[:2], 1, 1)
+        if x.dtype == torch.uint8:
+            values = integers(0, 256, shape, generator, x.device, torch.uint8)
+        else:
+            values = normal(shape, generator, x.device).to(x.dtype)
+    elif fill == "mean":
+        values = x.float().mean(dim=(2, 3), keepdim=True)
+        values = values.round().to(x.dtype) if x.dtype == torch.uint8 else values.to(x.dtype)
+    else:
+        raise ValueError(f"fill must be 'random', 'channel_random', 'mean' or a number, got {fill!r}")
     return torch.where(mask, values, x)
 
 
@@ -119,22 +116,18 @@ def cutmix(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> tuple[to
         ``(mixed, lam)`` with ``lam`` ``(B,)`` float32 = the exact fraction of the image's own pixels
         left after clipping (the weight of its own label; 1 for an empty box).
     """
-    check_images(x)
-    _check_boxes(boxes, x.shape[0])
+    mask = _box_mask(x, boxes)
     if perm.dim() != 1:
         raise ValueError(f"perm must be a 1-D permutation, got shape {tuple(perm.shape)}")
     check_batch(perm.shape[0], x.shape[0], "perm")
-    mask = boxes_to_mask(boxes, x.shape[2], x.shape[3])
     lam = 1.0 - box_area_fraction(boxes, x.shape[2], x.shape[3])
     return torch.where(mask, x[perm], x), lam
 
 
 def paste(x_aug: torch.Tensor, x_clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Selective-paste: ``M(S) * x_clean + (1 - M(S)) * x_aug`` (paper Sec. 3)."""
-    check_images(x_aug, "x_aug")
+    mask = _box_mask(x_aug, boxes, "x_aug")
     check_same_shape(x_aug, x_clean, "x_aug", "x_clean")
-    _check_boxes(boxes, x_aug.shape[0])
-    mask = boxes_to_mask(boxes, x_aug.shape[2], x_aug.shape[3])
     return torch.where(mask, x_clean, x_aug)
 
 

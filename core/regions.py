@@ -39,9 +39,8 @@ def anchor_extents(sizes: torch.Tensor, height: int, width: int, placement: str)
     """Clipped box extents ``(y1, y2, x1, x2)`` for every anchor row and column, with shapes ``(B, H)``,
     ``(B, H)``, ``(B, W)``, ``(B, W)``, for ``(B, 2)`` sizes."""
     check_placement(placement)
-    dev = sizes.device
-    rows = torch.arange(height, device=dev)[None, :]
-    cols = torch.arange(width, device=dev)[None, :]
+    rows = torch.arange(height, device=sizes.device)[None, :]
+    cols = torch.arange(width, device=sizes.device)[None, :]
     h, w = sizes[:, :1], sizes[:, 1:]
     if placement == "clip":
         top, left = rows - h // 2, cols - w // 2
@@ -59,18 +58,17 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     selective cut (they score low because they are small); the mean compares boxes per pixel. A box
     of area 0 scores 0.
 
-    What is exact: no score is negative and a box holding no nonzero pixel scores exactly 0, so empty and
-    all-zero boxes tie exactly whatever the dynamic range of the rest of the map (plain float64 table
-    differences leave them at +-1e-5 next to values of 1e10). With one size for the batch the boxes are
-    summed directly in float64 (two separable pooling passes: boxes with the same pixels tie exactly, and
-    a sum of non-negative numbers is 0 only when they all are); on the CPU, where pooling costs the box
-    side per anchor, by separable differences of float64 prefix sums at the clipped window ends instead
-    (the same window takes the same two sums, so the same ties; a box with a nonzero pixel whose sum
-    rounds away next to a huge prefix scores the smallest positive float64, by an int64 count of the
-    nonzero pixels; the same values as pooling whenever float64 sums the map exactly, e.g. float32 values
-    within a 2**29 range); per-image sizes take differences of a
-    float64 summed-area table, with an int64 table of ``saliency != 0`` for the exact zeros, exact up to
-    the table's rounding (an absolute error of order 1e-16 of the map's total).
+    What is exact: no score is negative and a box holding no nonzero pixel scores exactly 0, so empty and all-zero
+    boxes tie exactly whatever the dynamic range of the rest of the map (plain float64 table differences leave
+    them at +-1e-5 next to values of 1e10). With one size for the batch the boxes are summed directly in float64
+    (two separable pooling passes: boxes with the same pixels tie exactly, and a sum of non-negative numbers is 0
+    only when they all are); on the CPU, where pooling costs the box side per anchor, by separable differences of
+    float64 prefix sums at the clipped window ends instead (the same window takes the same two sums, so the same
+    ties; a box with a nonzero pixel whose sum rounds away next to a huge prefix scores the smallest positive
+    float64, by an int64 count of the nonzero pixels; the same values as pooling whenever float64 sums the map
+    exactly, e.g. float32 values within a 2**29 range); per-image sizes take differences of a float64 summed-area
+    table, with an int64 table of ``saliency != 0`` for the exact zeros, exact up to the table's rounding (an
+    absolute error of order 1e-16 of the map's total).
 
     Args:
         saliency: ``(B, H, W)`` non-negative, finite importance map (B, H, W > 0).
@@ -96,8 +94,7 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     if not isinstance(size, torch.Tensor) and min(size) > 0:
         static = _prefix_scores if saliency.device.type == "cpu" else _pooled_scores
         return static(saliency, *size, placement, reduce)
-    sat = summed_area_table(saliency)
-    sums = _box_sums(sat, size, placement)
+    sums = _box_sums(summed_area_table(saliency), size, placement)
     nonzero = _box_sums(summed_area_table(saliency != 0), size, placement)
     scores = torch.where(nonzero > 0, sums.clamp_min(0.0), 0.0)
     if reduce == "mean":
@@ -158,8 +155,7 @@ def _prefix_scores(saliency: torch.Tensor, h: int, w: int, placement: str, reduc
 
 def box_areas(size, batch: int, height: int, width: int, placement: str, device) -> torch.Tensor:
     """``(B, H, W)`` float64 area of every anchor's box after clipping to the image."""
-    sizes = as_sizes(size, batch, torch.device(device))
-    y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
+    y1, y2, x1, x2 = anchor_extents(as_sizes(size, batch, torch.device(device)), height, width, placement)
     return ((y2 - y1)[:, :, None] * (x2 - x1)[:, None, :]).to(torch.float64)
 
 
@@ -170,29 +166,13 @@ def check_placement(placement: str) -> None:
 
 def _box_sums(sat: torch.Tensor, size: tuple[int, int] | torch.Tensor, placement: str) -> torch.Tensor:
     """``(B, H, W)`` box sums of the table's dtype for every anchor (any value where an ``"inside"``
-    box does not fit)."""
-    if not isinstance(size, torch.Tensor):
-        return _static_sums(sat, *size, placement)
+    box does not fit), by separable differences: rows first, then columns."""
     height, width = sat.shape[1] - 1, sat.shape[2] - 1
-    sizes = as_sizes(size, sat.shape[0], sat.device)
-    y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
-    cols = width + 1  # separable differences: rows first, then columns
+    y1, y2, x1, x2 = anchor_extents(as_sizes(size, sat.shape[0], sat.device), height, width, placement)
+    cols = width + 1
     rows = sat.gather(1, y2[:, :, None].expand(-1, -1, cols)) - sat.gather(1, y1[:, :, None].expand(-1, -1, cols))
     x2, x1 = x2[:, None, :].expand(-1, height, -1), x1[:, None, :].expand(-1, height, -1)
     return rows.gather(2, x2) - rows.gather(2, x1)
-
-
-def _static_sums(sat: torch.Tensor, h: int, w: int, placement: str) -> torch.Tensor:
-    """One region size for the whole batch: box sums as differences of shifted views of the table."""
-    height, width = sat.shape[1] - 1, sat.shape[2] - 1
-    if placement == "clip":  # replicate padding implements the clipping of the box at the borders
-        p = F.pad(sat[:, None], (w // 2, w - w // 2, h // 2, h - h // 2), mode="replicate")[:, 0]
-        return (p[:, h:h + height, w:w + width] - p[:, :height, w:w + width]
-                - p[:, h:h + height, :width] + p[:, :height, :width])
-    rows, cols = min(height - h + 1, height), min(width - w + 1, width)
-    inner = (sat[:, h:h + rows, w:w + cols] - sat[:, :rows, w:w + cols]
-             - sat[:, h:h + rows, :cols] + sat[:, :rows, :cols])
-    return F.pad(inner, (0, width - cols, 0, height - rows))
 
 
 def _fits_inside(size: tuple[int, int] | torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -219,8 +199,7 @@ def boxes_at(iy: torch.Tensor, ix: torch.Tensor, size, height: int, width: int,
     check_placement(placement)
     size = parse_size(size)
     if isinstance(size, torch.Tensor):
-        sizes = as_sizes(size, iy.shape[0], iy.device)
-        y1, y2, x1, x2 = anchor_extents(sizes, height, width, placement)
+        y1, y2, x1, x2 = anchor_extents(as_sizes(size, iy.shape[0], iy.device), height, width, placement)
         iy, ix = iy[:, None], ix[:, None]
         return torch.cat([x1.gather(1, ix), y1.gather(1, iy), x2.gather(1, ix), y2.gather(1, iy)], dim=1)
     h, w = size  # one size: a few kernels on (B,) tensors

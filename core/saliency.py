@@ -37,7 +37,6 @@ from .model_io import Output, fixed_input_size, low_res_error, select_logits
 from .wrappers import unwrap_model
 
 TARGETS = ("label", "max_logit")
-__all__ = ["TARGETS", "downscale", "eval_mode", "saliency_map", "unwrap_model"]
 
 
 @contextlib.contextmanager
@@ -147,14 +146,14 @@ def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, 
 
     def forward(i: torch.Tensor) -> torch.Tensor:
         try:
-            if early_label:
-                return early_head.saliency_pooled(net, i)
-            logits = early_head.saliency_logits(net, i) if early_head is not None else net(i)
+            out = net(i) if early_head is None else early_head.saliency_pooled(net, i)
         except AssertionError as err:  # a model's own size check (timm _assert, torch._assert)
             if low_res_failure is None:
                 raise
             raise low_res_failure(err) from err
-        logits = select_logits(logits, output) if early_head is None else logits
+        if early_label:
+            return out
+        logits = select_logits(out, output) if early_head is None else early_head.fc(out)
         if logits.dim() != 2 or logits.shape[0] != i.shape[0]:
             raise ValueError(f"model must return (B, K) logits, got shape {tuple(logits.shape)}")
         chosen = logits.gather(1, target.to(logits.device).long()[:, None]) if mode == "label" else \

@@ -138,8 +138,7 @@ def sample_gamma(
     first = ok.int().argmax(-1, keepdim=True)
     g = (d * v).gather(-1, first).squeeze(-1)
     if alpha < 1:
-        u0 = uniform(shape, generator, device, torch.float64)
-        g = g * u0 ** (1.0 / alpha)
+        g = g * uniform(shape, generator, device, torch.float64) ** (1.0 / alpha)
     return g
 
 

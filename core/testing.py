@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -31,17 +33,13 @@ def reference_selective_box(
     height, width = saliency.shape
     scores = reference_region_scores(saliency, h, w)
     thr = torch.quantile(scores.flatten(), tau).item()
-    strict_exists = bool((scores < thr).any()) if mode == "below" else bool((scores > thr).any())
+    strictly, tied = (operator.lt, operator.le) if mode == "below" else (operator.gt, operator.ge)
+    accept = strictly if bool(strictly(scores, thr).any()) else tied
     for _ in range(max_tries):
         cy = int(torch.randint(height, (1,), generator=generator).item())
         cx = int(torch.randint(width, (1,), generator=generator).item())
         x1, y1, x2, y2 = reference_box(cy, cx, h, w, height, width)
-        score = saliency[y1:y2, x1:x2].double().sum().item()
-        if mode == "below":
-            ok = score < thr if strict_exists else score <= thr
-        else:
-            ok = score > thr if strict_exists else score >= thr
-        if ok:
+        if accept(saliency[y1:y2, x1:x2].double().sum().item(), thr):
             return x1, y1, x2, y2
     raise RuntimeError("rejection sampling did not terminate")
 

@@ -56,14 +56,20 @@ class MissingCompiledOp(RuntimeError):
 
 
 def _missing(qualified_name: str) -> MissingCompiledOp:
-    return MissingCompiledOp(
-        f"{qualified_name} is a compiled op, and this detectron2 was installed from Python sources only (no "
-        "deformable conv, rotated boxes or fast COCO evaluation). Install detectron2 from its GitHub source "
-        "to use it: python tools/install_detectron2.py --mode source --force"
-    )
+    return MissingCompiledOp(f"{qualified_name} is a compiled op, and this detectron2 was installed from Python "
+                             "sources only (no deformable conv, rotated boxes or fast COCO evaluation). Install "
+                             "detectron2 from its GitHub source to use it: python tools/install_detectron2.py "
+                             "--mode source --force")
 
 
 class _CompiledOpsStandIn(types.ModuleType):
+    def __init__(self):
+        super().__init__("detectron2._C", __doc__)
+        self.__file__ = __file__
+        self.get_compiler_version = self.get_cuda_version = lambda: STANDIN_VERSION
+        self.has_cuda = lambda: False
+        self.KEEPAUGMENT_STANDIN = True
+
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
@@ -83,16 +89,6 @@ class _DispatcherOpsStandIn(torch._ops._OpNamespace):
             if op_name.startswith("__"):
                 raise
             raise _missing(f"torch.ops.detectron2.{op_name}") from None
-
-
-def _standin() -> types.ModuleType:
-    mod = _CompiledOpsStandIn("detectron2._C", __doc__)
-    mod.__file__ = __file__
-    mod.get_compiler_version = lambda: STANDIN_VERSION
-    mod.get_cuda_version = lambda: STANDIN_VERSION
-    mod.has_cuda = lambda: False
-    mod.KEEPAUGMENT_STANDIN = True
-    return mod
 
 
 def has_compiled_ops() -> bool:
@@ -125,7 +121,7 @@ def apply() -> list[str]:
         applied.append("PIL.Image.LINEAR = PIL.Image.BILINEAR")
 
     if "detectron2._C" not in sys.modules and not has_compiled_ops():
-        sys.modules["detectron2._C"] = detectron2._C = _standin()
+        sys.modules["detectron2._C"] = detectron2._C = _CompiledOpsStandIn()
         applied.append("detectron2._C stand-in")
     if getattr(sys.modules.get("detectron2._C"), "KEEPAUGMENT_STANDIN", False) and \
             not getattr(torch.ops.detectron2, "KEEPAUGMENT_STANDIN", False):

@@ -85,19 +85,14 @@ def split_overrides(overrides: Iterable[str]) -> list[str]:
     """``["A.B=1", "C.D", "2"]`` -> ``["A.B", "1", "C.D", "2"]``: accepts ``KEY=value`` and Detectron2's
     ``KEY value`` pairs."""
     flat: list[str] = []
-    pending = None
-    for item in overrides:
-        if pending is not None:
-            flat += [pending, item]
-            pending = None
-        elif item.startswith("--"):
+    items = iter(overrides)
+    for item in items:
+        if item.startswith("--"):
             raise ConfigError(f"{item} goes before the KEY=value overrides on the command line")
-        elif "=" in item:
-            flat += item.split("=", 1)
-        else:
-            pending = item
-    if pending is not None:
-        raise ConfigError(f"override {pending!r} has no value (write KEY=value)")
+        pair = item.split("=", 1) if "=" in item else [item, next(items, None)]
+        if pair[1] is None:
+            raise ConfigError(f"override {item!r} has no value (write KEY=value)")
+        flat += pair
     return flat
 
 

@@ -27,7 +27,8 @@ from core.engine.checkpoint import load_error_reason, torch_file_problem
 # blocks per stage -> depth, for Bottleneck and BasicBlock ResNets (Detectron2 builds all five)
 BOTTLENECK_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+LAYOUT_KEYS = ("depth", "num_groups", "width_per_group")  # of resnet_layout, as MODEL.RESNETS.<KEY.upper()>
+WRAPPER_PREFIX = re.compile(r"^(module\.)?(_orig_mod\.)?")  # DDP/DataParallel, then torch.compile
 RESNET_KEY = re.compile(r"^(conv1|bn1)\.|^layer[1-4]\.\d+\.")
 BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 # every key a plain torchvision ResNet has: anything else under conv1/bn1/layerN is a variant (SE, SK, GN, ...)
@@ -55,16 +56,15 @@ def read_weights(path: str | Path, trust_pickle: bool = False, trust_hint: str =
             obj = load_file(str(path))
         except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
             raise ConversionError(f"cannot read {path}: {err}") from err
-        state, _ = unwrap(obj, str(path))
-        return state, "safetensors state dict"
+        return unwrap(obj, str(path))[0], "safetensors state dict"
     problem = torch_file_problem(path)
     if problem:
         raise ConversionError(f"cannot read {path}: it is {problem}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # noqa: BLE001
         found = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(err))
-        if found is None:  # not a refused class: a broken or foreign file
+        if not isinstance(err, pickle.UnpicklingError) or found is None:  # no refused class: a broken or foreign file
             raise ConversionError(f"cannot read {path}: {load_error_reason(err)}") from err
         if not trust_pickle:
             raise ConversionError(
@@ -75,8 +75,6 @@ def read_weights(path: str | Path, trust_pickle: bool = False, trust_hint: str =
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err2:  # noqa: BLE001
             raise ConversionError(f"cannot read {path}: {load_error_reason(err2)}") from err2
-    except Exception as err:  # noqa: BLE001
-        raise ConversionError(f"cannot read {path}: {load_error_reason(err)}") from err
     return unwrap(obj, str(path))
 
 
@@ -95,11 +93,7 @@ def unwrap(obj, where: str = "input") -> tuple[dict, str]:
         raise ConversionError(f"{where}: expected a state dict or checkpoint, got {type(obj).__name__}")
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{where}: not a state dict (values that are not tensors)")
-    out = {}
-    for key, value in state.items():
-        for prefix in WRAPPER_PREFIXES:
-            key = key.removeprefix(prefix)
-        out[key] = value
+    out = {WRAPPER_PREFIX.sub("", key): value for key, value in state.items()}
     if "conv1.weight" not in out and any(k.startswith("backbone.conv1.") for k in out):
         out = {k.removeprefix("backbone."): v for k, v in out.items()}
     return out, kind
@@ -146,10 +140,8 @@ def rename(key: str) -> str:
     """torchvision -> Detectron2 name of one ResNet key (rules of convert-torchvision-to-d2.py)."""
     if not key.startswith("layer"):
         key = "stem." + key
-    for t in range(1, 5):
-        key = key.replace(f"layer{t}", f"res{t + 1}")
-    for t in range(1, 4):
-        key = key.replace(f"bn{t}", f"conv{t}.norm")
+    key = re.sub(r"layer([1-4])", lambda m: f"res{int(m[1]) + 1}", key)
+    key = re.sub(r"bn([1-3])", r"conv\1.norm", key)
     return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
 
 
@@ -163,19 +155,21 @@ def layout_name(layout: dict) -> str:
 
 def check_layout(layout: dict, depth: int | None, num_groups: int, width_per_group: int) -> None:
     """The weights must be the ResNet the Detectron2 config builds: depth, groups and width per group."""
-    asked = {"depth": depth, "num_groups": num_groups, "width_per_group": width_per_group}
+    asked = dict(zip(LAYOUT_KEYS, (depth, num_groups, width_per_group)))
     wrong = [k for k, v in asked.items() if v is not None and layout[k] != v]
     if not wrong:
         return
-    keys = {"depth": "DEPTH", "num_groups": "NUM_GROUPS", "width_per_group": "WIDTH_PER_GROUP"}
-    got = ", ".join(f"{k} {layout[k]}" for k in keys)
+    got = ", ".join(f"{k} {layout[k]}" for k in LAYOUT_KEYS)
     want = ", ".join(f"{k} {asked[k]}" for k in wrong)
-    fix = " ".join(f"MODEL.RESNETS.{keys[k]}={layout[k]}" for k in keys)
-    flags = f"--depth {layout['depth']} --num-groups {layout['num_groups']} " \
-            f"--width-per-group {layout['width_per_group']}"
+    fix = " ".join(f"MODEL.RESNETS.{k.upper()}={layout[k]}" for k in LAYOUT_KEYS)
     what = "depth mismatch" if "depth" in wrong else "groups / width mismatch"
     raise ConversionError(f"{what}: the weights are a {layout_name(layout)} ({got}) but {want} was asked for: "
-                          f"convert with {flags} and train with {fix}")
+                          f"convert with {convert_flags(layout)} and train with {fix}")
+
+
+def convert_flags(layout: dict, keys: tuple[str, ...] = LAYOUT_KEYS) -> str:
+    """``--depth 50 --num-groups 1 --width-per-group 64``: ``tools/convert_det.py``'s flags for ``keys``."""
+    return " ".join(f"--{k.replace('_', '-')} {layout[k]}" for k in keys)
 
 
 def torchvision_to_detectron2(state: dict, depth: int | None = None, num_groups: int | None = 1,
@@ -188,16 +182,11 @@ def torchvision_to_detectron2(state: dict, depth: int | None = None, num_groups:
     """
     layout = resnet_layout(state)
     check_layout(layout, depth, num_groups, width_per_group)
-    model, unconverted, ignored = {}, [], []
-    for key, value in state.items():
-        if not RESNET_KEY.match(key):
-            unconverted.append(key)
-        elif key.endswith("num_batches_tracked"):
-            ignored.append(key)  # BatchNorm's step counter: FrozenBN has none
-        else:
-            model[rename(key)] = value.detach().cpu().float().numpy()
-    return model, {**layout, "converted": len(model), "unconverted": unconverted,
-                   "ignored_num_batches_tracked": len(ignored)}
+    resnet = {key: value for key, value in state.items() if RESNET_KEY.match(key)}
+    model = {rename(key): value.detach().cpu().float().numpy() for key, value in resnet.items()
+             if not key.endswith("num_batches_tracked")}  # BatchNorm's step counter: FrozenBN has none
+    return model, {**layout, "converted": len(model), "unconverted": [k for k in state if k not in resnet],
+                   "ignored_num_batches_tracked": len(resnet) - len(model)}
 
 
 # non-ResNet layouts recognised by their keys, for messages about a file that is not a ResNet
@@ -211,10 +200,7 @@ OTHER_LAYOUTS = (
 
 def other_layout(state: dict) -> str | None:
     """The non-ResNet layout of :data:`OTHER_LAYOUTS` that ``state``'s keys show, in words, or None."""
-    for pattern, words in OTHER_LAYOUTS:
-        if any(pattern.match(str(k)) for k in state):
-            return words
-    return None
+    return next((words for pattern, words in OTHER_LAYOUTS if any(pattern.match(str(k)) for k in state)), None)
 
 
 def describe_weights(obj) -> tuple[str, dict | None]:
@@ -243,11 +229,9 @@ def describe_weights(obj) -> tuple[str, dict | None]:
 
 def convert_command(src: str, layout: dict) -> str:
     """The ``tools/convert_det.py`` command line that converts ``src`` (of ``layout``) next to itself."""
-    out = str(Path(src).with_suffix(".pkl"))
-    extra = ""
-    if (layout["num_groups"], layout["width_per_group"]) != (1, 64):
-        extra = f" --num-groups {layout['num_groups']} --width-per-group {layout['width_per_group']}"
-    return f".venv/bin/python tools/convert_det.py {src} {out} --depth {layout['depth']}{extra}"
+    plain = (layout["num_groups"], layout["width_per_group"]) == (1, 64)  # the flags' defaults
+    flags = convert_flags(layout, ("depth",) if plain else LAYOUT_KEYS)
+    return f".venv/bin/python tools/convert_det.py {src} {Path(src).with_suffix('.pkl')} {flags}"
 
 
 def save_detectron2_pkl(model: dict, path: str | Path, provenance: dict) -> None:
@@ -260,9 +244,8 @@ def save_detectron2_pkl(model: dict, path: str | Path, provenance: dict) -> None
         with os.fdopen(fd, "wb") as f:
             pickle.dump(data, f)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # left only when writing failed
 
 
 def load_input(spec: str, trust_pickle: bool = False) -> tuple[dict, str]:

@@ -40,6 +40,6 @@ def check_datasets(names) -> None:
             path = getattr(meta, attr, None)
             if path is not None and not check(Path(path)):
                 hint = (f" (builtin datasets live under $DETECTRON2_DATASETS, now {root!r}: expected "
-                        f"{root}/coco/annotations/instances_*.json and {root}/coco/<split>/)")
-                hint = hint if name.startswith("coco") else ""
+                        f"{root}/coco/annotations/instances_*.json and {root}/coco/<split>/)"
+                        if name.startswith("coco") else "")
                 raise DatasetError(f"dataset {name}: {attr} not found: {path}{hint}")

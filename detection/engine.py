@@ -26,8 +26,7 @@ class Trainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume from ``OUTPUT_DIR``'s last checkpoint if asked and present; otherwise load
-        ``MODEL.WEIGHTS`` with :func:`detection.weights.load_weights` (errors for a missing or
-        unreadable file, a depth mismatch or unloaded backbone weights)."""
+        ``MODEL.WEIGHTS`` strictly with :func:`detection.weights.load_weights`."""
         if resume and self.checkpointer.has_checkpoint():
             super().resume_or_load(resume=True)
             logger.info("resumed from %s at iteration %d", self.checkpointer.get_checkpoint_file(), self.start_iter)

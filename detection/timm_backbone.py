@@ -8,12 +8,7 @@ Registered in Detectron2's ``BACKBONE_REGISTRY`` when ``detection`` is imported:
 - ``build_timm_fpn_backbone``: + FPN with P6 by max-pool (Faster R-CNN, like ``build_resnet_fpn_backbone``).
 - ``build_timm_retinanet_fpn_backbone``: + FPN with P6/P7 from res5 (RetinaNet).
 
-Keys (``MODEL.TIMM``, see ``config.add_keepaugment_config``): ``NAME``, ``PRETRAINED`` (timm hub,
-needs internet), ``CHECKPOINT`` (a classification checkpoint/export of ours or any state dict of that
-timm model; the classifier is ignored, any missing backbone weight is an error; loaded with
-``weights_only=True`` unless ``TRUST_PICKLE``), ``OUT_FEATURES``,
-``FREEZE_AT`` (leading levels of timm's ``feature_info`` to freeze: see ``config.py``), ``NORM``
-(FrozenBN | BN | SyncBN).
+Keys: ``MODEL.TIMM.*``, documented in ``config.add_keepaugment_config``.
 """
 
 from __future__ import annotations
@@ -90,17 +85,15 @@ class TimmBackbone(Backbone):
         """Freeze the parameters computed before feature level ``freeze_at`` of timm's feature_info."""
         if freeze_at <= 0:
             return
-        names = [n for n, _ in self.body.named_parameters()]
+        params = list(self.body.named_parameters())
         modules = self.body.feature_info.module_name()
-        stop = len(names)
+        stop = len(params)
         if freeze_at < len(modules):
             boundary = modules[freeze_at]
             prefixes = (boundary + ".", boundary.replace(".", "_") + ".", "model." + boundary + ".")
-            stop = next((i for i, n in enumerate(names) if n.startswith(prefixes)), len(names))
-        frozen = set(names[:stop])
-        for n, p in self.body.named_parameters():
-            if n in frozen:
-                p.requires_grad_(False)
+            stop = next((i for i, (n, _) in enumerate(params) if n.startswith(prefixes)), len(params))
+        for _, p in params[:stop]:
+            p.requires_grad_(False)
 
     @property
     def size_divisibility(self) -> int:
@@ -109,10 +102,6 @@ class TimmBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.body(x)
         return {f: feats[i] for f, i in self._index.items()}
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
-                for f in self._out_features}
 
 
 @BACKBONE_REGISTRY.register()

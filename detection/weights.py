@@ -22,12 +22,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from core.engine.checkpoint import load_error_reason, torch_file_problem
 
-from .convert import convert_command, describe_weights, groups_and_width
+from .convert import LAYOUT_KEYS, convert_command, describe_weights, groups_and_width
 
 logger = logging.getLogger(__name__)
 BACKBONE_KEY = re.compile(r"(^|\.)(stem|res[2-5])\.")
-# What Detectron2's own tools/convert-torchvision-to-d2.py keeps and no Detectron2 ResNet has: the
-# classifier renamed to stem.fc.*, and BatchNorm's step counter (FrozenBN has none). Ignored, reported.
+# keys Detectron2's convert-torchvision-to-d2.py keeps and no Detectron2 ResNet has: ignored, reported
 CONVERTER_EXTRA_KEY = re.compile(r"(^|\.)stem\.fc\.|(^|\.)num_batches_tracked$")
 
 
@@ -35,19 +34,17 @@ class WeightsError(ValueError):
     """MODEL.WEIGHTS is missing, unreadable or does not fit the model."""
 
 
-def check_depth(ckpt: dict, cfg, path: str) -> None:
-    made = ckpt.get("keepaugment", {})
-    depth = made.get("depth")
-    if depth is not None and "resnet" in cfg.MODEL.BACKBONE.NAME and depth != cfg.MODEL.RESNETS.DEPTH:
-        raise WeightsError(f"MODEL.WEIGHTS={path} holds a ResNet-{depth} (converted from {made.get('source')}) but "
-                           f"MODEL.RESNETS.DEPTH is {cfg.MODEL.RESNETS.DEPTH}")
-
-
-def check_groups_and_width(ckpt: dict, cfg, path: str) -> None:
-    """A ResNeXt or wide ResNet needs MODEL.RESNETS.NUM_GROUPS / WIDTH_PER_GROUP to match (read from the
-    first 3x3 conv, ``res2.0.conv2``, of a backbone file; whole-detector checkpoints are left to the load)."""
+def check_resnet_layout(ckpt: dict, cfg, path: str) -> None:
+    """For a ResNet config: the depth :mod:`detection.convert` recorded must be MODEL.RESNETS.DEPTH, and a
+    ResNeXt or wide ResNet needs MODEL.RESNETS.NUM_GROUPS / WIDTH_PER_GROUP to match (read from the first
+    3x3 conv, ``res2.0.conv2``, of a backbone file; whole-detector checkpoints are left to the load)."""
     if "resnet" not in cfg.MODEL.BACKBONE.NAME:
         return
+    made = ckpt.get("keepaugment", {})
+    depth = made.get("depth")
+    if depth is not None and depth != cfg.MODEL.RESNETS.DEPTH:
+        raise WeightsError(f"MODEL.WEIGHTS={path} holds a ResNet-{depth} (converted from {made.get('source')}) but "
+                           f"MODEL.RESNETS.DEPTH is {cfg.MODEL.RESNETS.DEPTH}")
     conv2 = ckpt["model"].get("res2.0.conv2.weight")
     if conv2 is None or len(conv2.shape) != 4 or "res2.0.conv3.weight" not in ckpt["model"]:
         return  # not a bottleneck backbone file (a basic-block ResNet has 1 group of 64 by construction)
@@ -67,14 +64,12 @@ def is_backbone_key(key: str) -> bool:
 
 
 def not_a_detectron2_file(checkpoint: dict, cfg, path: str) -> WeightsError:
-    """The error for a file none of whose weights a Detectron2 backbone has: what it looks like, and the
-    conversion command when it is a torchvision-layout ResNet."""
+    """The error for a file with none of the backbone's weights: what it looks like, and how to convert it."""
     words, layout = describe_weights(checkpoint if "model_name" in checkpoint else checkpoint["model"])
     if layout is not None:
         hint = f"convert it first: {convert_command(path, layout)}, then set MODEL.WEIGHTS to the .pkl"
-        resnets = cfg.MODEL.RESNETS
-        wrong = [f"MODEL.RESNETS.{k.upper()}={layout[k]}" for k in ("depth", "num_groups", "width_per_group")
-                 if getattr(resnets, k.upper()) != layout[k]]
+        wrong = [f"MODEL.RESNETS.{k.upper()}={layout[k]}" for k in LAYOUT_KEYS
+                 if cfg.MODEL.RESNETS[k.upper()] != layout[k]]
         if wrong:
             hint += f" and train with {' '.join(wrong)}"
     elif "resnet" in cfg.MODEL.BACKBONE.NAME:
@@ -96,8 +91,7 @@ class StrictBackboneCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise WeightsError(f"MODEL.WEIGHTS={self.path}: not a Detectron2 checkpoint (no 'model' dict)")
-        check_depth(checkpoint, self.cfg, self.path)
-        check_groups_and_width(checkpoint, self.cfg, self.path)
+        check_resnet_layout(checkpoint, self.cfg, self.path)
         backbone_only = "__author__" in checkpoint or checkpoint.get("matching_heuristics", False)
         if not checkpoint.get("matching_heuristics", False):  # names are used as they are: some must fit
             wanted = {k for k in self.model.state_dict() if is_backbone_key(k)}

@@ -20,8 +20,7 @@ def distance_matrix(query: torch.Tensor, gallery: torch.Tensor, metric: str = "c
 
 def evaluate_market(dist: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_rank: int = 50) -> dict:
     """CMC (rank-1/5/10), mAP and mINP in percent, plus the number of valid queries."""
-    dist = np.asarray(dist)
-    q_pids, g_pids, q_cams, g_cams = (np.asarray(a) for a in (q_pids, g_pids, q_cams, g_cams))
+    dist, q_pids, g_pids, q_cams, g_cams = map(np.asarray, (dist, q_pids, g_pids, q_cams, g_cams))
     order = np.argsort(dist, axis=1, kind="stable")
     matches = g_pids[order] == q_pids[:, None]
     cmc_sum, aps, inps = np.zeros(max_rank), [], []
@@ -36,10 +35,8 @@ def evaluate_market(dist: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_rank: 
         precision = np.arange(1, len(positions) + 1) / (positions + 1)
         aps.append(precision.mean())
         inps.append(len(positions) / (positions[-1] + 1))
-    n = len(aps)
-    if n == 0:
+    if not aps:
         raise ValueError("no query has a valid match in the gallery")
-    cmc = cmc_sum / n
-    at = {k: 100 * float(cmc[min(k, max_rank) - 1]) for k in (1, 5, 10)}
-    return {"rank1": at[1], "rank5": at[5], "rank10": at[10], "mAP": 100 * float(np.mean(aps)),
-            "mINP": 100 * float(np.mean(inps)), "valid_queries": n}
+    cmc = cmc_sum / len(aps)
+    return {**{f"rank{k}": 100 * float(cmc[min(k, max_rank) - 1]) for k in (1, 5, 10)},
+            "mAP": 100 * float(np.mean(aps)), "mINP": 100 * float(np.mean(inps)), "valid_queries": len(aps)}

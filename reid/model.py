@@ -18,8 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-DEPTHS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50,
-          101: torchvision.models.resnet101}
+DEPTHS = {d: getattr(torchvision.models, f"resnet{d}") for d in (18, 34, 50, 101)}
 
 
 class BoTNet(nn.Module):
@@ -43,11 +42,8 @@ class BoTNet(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """f_t: the pooled backbone feature (before the BNNeck)."""
-        b = self.base
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
-        return torch.flatten(b.avgpool(x), 1)
+        """f_t: the pooled backbone feature (before the BNNeck): torchvision's forward, ``fc`` being an identity."""
+        return self.base(x)
 
     def forward(self, x: torch.Tensor):
         """Training: (logits, f_t). Eval: f_i (after the BNNeck) or f_t (``neck_feat="before"``)."""

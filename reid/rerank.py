@@ -6,33 +6,19 @@ neighbourhoods only), and the Jaccard distance of each query is accumulated from
 Two implementations with the same output:
 
 * :func:`re_ranking` (public): vectorised torch, CPU or CUDA, no Python loop over images (only over
-  chunks). The distance matrix is computed in row blocks exactly as the reference does (so on CPU the
-  top-k neighbour lists, ties included, are identical; on CUDA the distances round differently, so a
-  near-tie may pick another neighbour); the k-reciprocal sets and their 2/3-overlap expansion are tensor
-  ops on (rows, k1 + 1, round(k1 / 2) + 1) index blocks; V is a row-sorted COO (row, col, value); the k2
-  query expansion gathers and sums the COO segments of the k2 neighbours; and the Jaccard min-sum joins
-  each block of queries' entries with a column-sorted (inverted) COO of the gallery rows and
-  ``index_add``s ``min(v, u)`` into a dense (queries, gallery) block.
+  chunks), in five steps (see its docstring). On CPU the top-k neighbour lists, ties included, are
+  identical to the reference's; on CUDA the distances round differently, so a near-tie may pick another
+  neighbour.
 * :func:`re_ranking_reference`: the original per-image Python loop, kept as the test oracle.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import torch
-
-
-def _neighbours(feats: torch.Tensor, k: int, block: int) -> tuple[np.ndarray, torch.Tensor]:
-    """Indices of the k + 1 nearest of every row (squared euclidean) and each row's maximum distance
-    (the reference divides row i of the distance matrix by it), computed block by block."""
-    n = feats.shape[0]
-    sq = (feats * feats).sum(1)
-    idx, row_max = np.empty((n, k + 1), dtype=np.int64), torch.empty(n)
-    for s in range(0, n, block):
-        d = (sq[s:s + block, None] + sq[None] - 2 * feats[s:s + block] @ feats.T).clamp_min(0)
-        row_max[s:s + block] = d.amax(1)
-        idx[s:s + block] = d.topk(k + 1, dim=1, largest=False).indices.numpy()
-    return idx, row_max
+import torch.nn.functional as F
 
 
 def re_ranking_reference(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6,
@@ -42,7 +28,12 @@ def re_ranking_reference(query: torch.Tensor, gallery: torch.Tensor, k1: int = 2
     feats = torch.cat([query, gallery]).float()
     q, n = query.shape[0], feats.shape[0]
     sq = (feats * feats).sum(1)
-    nn_idx, row_max = _neighbours(feats, k1, block)
+    # the k1 + 1 nearest of every row and its maximum distance (row i is divided by it), in row blocks
+    nn_idx, row_max = np.empty((n, k1 + 1), dtype=np.int64), torch.empty(n)
+    for s in range(0, n, block):
+        d = (sq[s:s + block, None] + sq[None] - 2 * feats[s:s + block] @ feats.T).clamp_min(0)
+        row_max[s:s + block] = d.amax(1)
+        nn_idx[s:s + block] = d.topk(k1 + 1, dim=1, largest=False).indices.numpy()
 
     def dist_rows(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         r, c = torch.from_numpy(rows), torch.from_numpy(cols)
@@ -64,13 +55,11 @@ def re_ranking_reference(query: torch.Tensor, gallery: torch.Tensor, k1: int = 2
         w = np.exp(-dist_rows(np.array([i]), expansion)[0])
         weights.append(dict(zip(expansion.tolist(), (w / w.sum()).tolist())))
     if k2 != 1:  # local query expansion over the k2 nearest
-        expanded = []
-        for i in range(n):
-            acc: dict[int, float] = {}
+        expanded = [defaultdict(float) for _ in range(n)]
+        for i, acc in enumerate(expanded):
             for j in nn_idx[i, :k2]:
                 for c, v in weights[j].items():
-                    acc[c] = acc.get(c, 0.0) + v / k2
-            expanded.append(acc)
+                    acc[c] += v / k2
         weights = expanded
     inverted: dict[int, list[tuple[int, float]]] = {}
     for i, w in enumerate(weights):
@@ -105,11 +94,10 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor, *per_segment: torch.Te
 def _chunks(costs: torch.Tensor, budget: int, max_items: int):
     """Consecutive ``[s, e)`` ranges of items whose summed cost stays within ``budget`` (at least one
     item per range) and that hold at most ``max_items`` items."""
-    cum = torch.cumsum(costs, 0).cpu()
+    cum = F.pad(torch.cumsum(costs, 0), (1, 0)).cpu()  # cum[s]: the cost of the items before s
     s, m = 0, len(costs)
     while s < m:
-        base = int(cum[s - 1]) if s else 0
-        e = int(torch.searchsorted(cum, torch.tensor(base + budget, dtype=cum.dtype), right=True))
+        e = int(torch.searchsorted(cum, cum[s] + budget, right=True)) - 1
         e = min(max(e, s + 1), s + max_items, m)
         yield s, e
         s = e
@@ -117,9 +105,7 @@ def _chunks(costs: torch.Tensor, budget: int, max_items: int):
 
 def _row_ptr(rows: torch.Tensor, n: int) -> torch.Tensor:
     """CSR row pointer (``n + 1``) of a row-sorted COO row index."""
-    ptr = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
-    ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return ptr
+    return F.pad(torch.cumsum(torch.bincount(rows, minlength=n), 0), (1, 0))
 
 
 def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
@@ -127,21 +113,20 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
     """Re-ranked ``(Q, G)`` distances for L2-normalised (or raw) features (float32 numpy), vectorised.
 
     Same output as :func:`re_ranking_reference` (to float rounding) on ``device`` (default: the features'
-    device). ``block`` rows of the distance matrix are computed at a time, with the reference's
-    expression, so that on CPU the neighbour lists (ties included) are bitwise those of the reference
-    (keep it equal to the reference's ``block``); peak memory is about one ``(block, Q + G)`` float32
+    device). ``block`` rows of the distance matrix are computed at a time, as in the reference (keep the two
+    equal for bitwise-equal neighbour lists on CPU); peak memory is about one ``(block, Q + G)`` float32
     block, the ``(Q, G)`` float32 output and the features. ``budget`` bounds the number of sparse entries
     handled at once in the later steps (a few hundred MB of temporaries at the default).
-    Five steps: :func:`_nearest`, :func:`_reciprocal_masks`, :func:`_expanded_rows`,
-    :func:`_query_expansion`, :func:`_jaccard_mix`.
+    Five steps: :func:`_nearest`, :func:`_reciprocal` (twice), :func:`_expanded_rows`, :func:`_query_expansion`,
+    :func:`_jaccard_mix`.
     """
     dev = torch.device(device) if device is not None else query.device
     feats = torch.cat([query.to(dev), gallery.to(dev)]).float()
     q = query.shape[0]
     kf, kh = k1 + 1, int(np.around(k1 / 2)) + 1
     sq, nn, nn_d, row_max, final = _nearest(feats, q, kf, block)
-    recip, half = _reciprocal_masks(nn, kf, kh, budget)
-    v_row, v_col, v_val = _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf, kh, budget)
+    recip, half = _reciprocal(nn, budget), _reciprocal(nn[:, :kh], budget)
+    v_row, v_col, v_val = _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, budget)
     del feats, recip, half
     ptr = _row_ptr(v_row, len(nn))
     if k2 != 1:
@@ -151,7 +136,7 @@ def re_ranking(query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int
 
 def _nearest(feats: torch.Tensor, q: int, kf: int, block: int):
     """Step 1. The kf nearest of every row (with their distances), row maxima, and the normalised query x
-    gallery distances. Same expression and row blocks as the reference's ``_neighbours`` (2 * A @ B is
+    gallery distances. Same expression and row blocks as :func:`re_ranking_reference` (2 * A @ B is
     (2 * A) @ B), into reused buffers: bitwise the same distances and top-k on CPU."""
     dev, n = feats.device, feats.shape[0]
     sq = (feats * feats).sum(1)
@@ -177,36 +162,30 @@ def _nearest(feats: torch.Tensor, q: int, kf: int, block: int):
     return sq, nn, nn_d, row_max, final
 
 
-def _reciprocal_masks(nn: torch.Tensor, kf: int, kh: int, budget: int):
-    """Step 2. k-reciprocal masks: nn[i, a] is kept if i is among the kf nearest of nn[i, a] (recip);
-    likewise with the kh nearest for the candidates' own sets (half)."""
-    n, dev = len(nn), nn.device
-    nnh = nn[:, :kh]
-    recip = torch.empty((n, kf), dtype=torch.bool, device=dev)
-    half = torch.empty((n, kh), dtype=torch.bool, device=dev)
-    step = max(1, budget // (kf * kf))
+def _reciprocal(nn: torch.Tensor, budget: int) -> torch.Tensor:
+    """Step 2. k-reciprocal mask of an ``(n, k)`` neighbour table: nn[i, a] is kept if i is among the k
+    nearest of nn[i, a]. Run with the kf nearest (recip) and the kh nearest (half, the candidates' sets)."""
+    (n, k), dev = nn.shape, nn.device
+    mask = torch.empty((n, k), dtype=torch.bool, device=dev)
+    step = max(1, budget // (k * k))
     for s in range(0, n, step):
-        e = min(s + step, n)
-        me = torch.arange(s, e, device=dev)[:, None, None]
-        recip[s:e] = (nn[nn[s:e]] == me).any(2)
-        half[s:e] = (nnh[nnh[s:e]] == me).any(2)
-    return recip, half
+        me = torch.arange(s, min(s + step, n), device=dev)[:, None, None]
+        mask[s:s + step] = (nn[nn[s:s + step]] == me).any(2)
+    return mask
 
 
-def _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf: int, kh: int, budget: int):
+def _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, budget: int):
     """Step 3. Expansion: each reciprocal candidate c adds its half-set if more than 2/3 of it lies in
     recip(i); the deduplicated union is row i of V (a row-major COO, columns ascending), weighted by
     exp(-distance / row max) and normalised per row. Distances of members among the kf nearest come from
     step 1, the few others from a dot product of gathered features. Returns ``(rows, cols, values)``."""
-    n, dev = len(nn), nn.device
-    nnh = nn[:, :kh]
-    width = kf + kf * kh
-    rows_l, cols_l, dist_l = [], [], []
-    step = max(1, budget // (width * kf))
+    (n, kf), kh, dev = nn.shape, half.shape[1], nn.device
+    parts = []
+    step = max(1, budget // ((kf + kf * kh) * kf))
     for s in range(0, n, step):
         e = min(s + step, n)
         fw, rm = nn[s:e], recip[s:e]
-        cand, cmask = nnh[fw], half[fw]  # (R, kf, kh): the candidates' half-sets
+        cand, cmask = nn[:, :kh][fw], half[fw]  # (R, kf, kh): the candidates' half-sets
         match = cand[..., None] == fw[:, None, None, :]  # (R, kf, kh, kf): cand[r, a, b] is fw[r, c]
         inter = (cmask & (match & rm[:, None, None, :]).any(-1)).sum(-1)
         accept = rm & (inter.double() > 2 / 3 * cmask.sum(-1).double())
@@ -218,10 +197,8 @@ def _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf: int, kh: int, 
         dist = torch.cat([nn_d[s:e], cand_d], 1).gather(1, order)
         keep = members < n
         keep[:, 1:] &= members[:, 1:] != members[:, :-1]
-        rows_l.append(torch.arange(s, e, device=dev)[:, None].expand_as(members)[keep])
-        cols_l.append(members[keep])
-        dist_l.append(dist[keep])
-    v_row, v_col, dist = torch.cat(rows_l), torch.cat(cols_l), torch.cat(dist_l)
+        parts.append((torch.arange(s, e, device=dev)[:, None].expand_as(members)[keep], members[keep], dist[keep]))
+    v_row, v_col, dist = (torch.cat(t) for t in zip(*parts))
     todo = dist.isnan().nonzero()[:, 0]
     step = max(1, budget // feats.shape[1])
     for s in range(0, len(todo), step):
@@ -235,20 +212,20 @@ def _expanded_rows(feats, sq, nn, nn_d, row_max, recip, half, kf: int, kh: int, 
 
 
 def _query_expansion(nn, v_col, v_val, ptr, k2: int, budget: int):
-    """Step 4. Local query expansion: row i of V becomes the mean of the rows of its k2 nearest."""
+    """Step 4. Local query expansion: row i of V becomes the mean of the rows of its k2 nearest (their COO
+    segments gathered, and summed per column)."""
     n, dev = len(nn), nn.device
-    cnt = ptr[1:] - ptr[:-1]
+    cnt = ptr.diff()
     src = nn[:, :k2]
-    rows_l, cols_l, vals_l = [], [], []
+    parts = []
     for s, e in _chunks(cnt[src].sum(1), budget, n):
         sr = src[s:e].reshape(-1)
         pos, key = _segments(ptr[sr], cnt[sr], torch.arange(0, len(sr), device=dev) // k2 * n)
         key += v_col[pos]
         uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
-        vals_l.append(torch.zeros(len(uniq), dtype=torch.float64, device=dev).index_add_(0, inv, v_val[pos]) / k2)
-        rows_l.append(uniq // n + s)
-        cols_l.append(uniq % n)
-    v_row, v_col, v_val = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
+        val = torch.zeros(len(uniq), dtype=torch.float64, device=dev).index_add_(0, inv, v_val[pos]) / k2
+        parts.append((uniq // n + s, uniq % n, val))
+    v_row, v_col, v_val = (torch.cat(t) for t in zip(*parts))
     return v_row, v_col, v_val, _row_ptr(v_row, n)
 
 
@@ -262,9 +239,8 @@ def _jaccard_mix(final, v_row, v_col, v_val, ptr, q: int, lambda_value: float, b
     order = torch.argsort(v_col[g0:], stable=True)
     inv_row, inv_val = v_row[g0:][order] - q, v_val[g0:][order]
     col_ptr = _row_ptr(v_col[g0:][order], n)
-    col_cnt = col_ptr[1:] - col_ptr[:-1]
     qe_row, qe_col, qe_val = v_row[:g0], v_col[:g0], v_val[:g0]
-    qe_cost = col_cnt[qe_col]
+    qe_cost = col_ptr.diff()[qe_col]
     q_cost = torch.zeros(q, dtype=torch.long, device=dev).index_add_(0, qe_row, qe_cost)
     for s, e in _chunks(q_cost, budget, max(1, budget // max(1, ng))):
         a, b = int(ptr[s]), int(ptr[e])

@@ -36,16 +36,12 @@ class IdentitySampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         groups = []
         for pid in self.pids:
-            idx = self.index[pid]
-            if len(idx) < self.k:
-                pick = torch.randint(len(idx), (self.k,), generator=g).tolist()
-            else:
-                pick = torch.randperm(len(idx), generator=g).tolist()
-            chosen = [idx[j] for j in pick]
+            idx, m = self.index[pid], len(self.index[pid])
+            pick = torch.randint(m, (self.k,), generator=g) if m < self.k else torch.randperm(m, generator=g)
+            chosen = [idx[j] for j in pick.tolist()]
             groups += [(pid, chosen[s:s + self.k]) for s in range(0, len(chosen) - self.k + 1, self.k)]
-        order = torch.randperm(len(groups), generator=g).tolist()
+        pending = [groups[o] for o in torch.randperm(len(groups), generator=g).tolist()]
         batches, current, used = [], [], set()
-        pending = [groups[o] for o in order]
         while pending:  # greedily fill batches with P distinct identities
             rest = []
             for pid, grp in pending:
@@ -57,9 +53,7 @@ class IdentitySampler(Sampler[int]):
                 if len(used) == self.p:
                     batches.append(current)
                     current, used = [], set()
-            if len(rest) == len(pending):
-                break
-            pending = rest
+            pending = rest if len(rest) < len(pending) else []  # stop after a pass that placed nothing
         return batches
 
     @property

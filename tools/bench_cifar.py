@@ -154,17 +154,12 @@ def selective_cutout(arm: str) -> bool:
 
 def control_overrides(kind: str, keep_arm: str, keep_run: dict, base_run: dict,
                       overhead: float | None = None) -> list[str] | None:
-    """The arm settings of the ``kind`` control of ``keep_arm`` at one seed, from that seed's Keep and baseline
-    runs: the baseline's settings plus
-
-    * ``area``: ``aug.cutout_area`` = the Keep arm's measured mean cut area (None unless the Keep arm's Cutout
-      is selective: a paste alone cuts as much as its baseline);
-    * ``compute``: ``train.epochs`` = ceil(baseline epochs x overhead), the overhead being the Keep arm's
-      median epoch time over the baseline's (or ``overhead`` when given: ``--overhead``, e.g. from a quiet
-      machine), so the control trains for (at least) the Keep arm's wall time. A measured overhead below 1
-      (the Keep step does strictly more work than its baseline's) means other load disturbed the timing:
-      the control is not built (None) and a line says why.
-    """
+    """The arm settings of the ``kind`` control of ``keep_arm`` at one seed (see the module docstring), from that
+    seed's Keep and baseline runs: the baseline's settings plus ``aug.cutout_area`` (``area``; None unless the
+    Keep arm's Cutout is selective: a paste alone cuts as much as its baseline) or ``train.epochs`` (``compute``;
+    the measured overhead, or ``overhead`` when given: ``--overhead``, e.g. from a quiet machine). A measured
+    overhead below 1 (the Keep step does strictly more work than its baseline's) means other load disturbed the
+    timing: the control is not built (None) and a line says why."""
     base = ARMS[PAIRS[keep_arm]]
     if kind == "area":
         if keep_run.get("cut_area") is None or not selective_cutout(keep_arm):
@@ -221,10 +216,8 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
         if not control and base in results:
             # the fastest epoch time of each arm (over seeds) is the least disturbed by other load
             overhead = min(r["sec_per_epoch"] for r in runs) / min(r["sec_per_epoch"] for r in results[base])
-            paired["baseline"] = paired_diffs(runs, results[base])
-            for kind in CONTROLS:
-                if control_name(arm, kind) in results:
-                    paired[f"{kind}_matched"] = paired_diffs(runs, results[control_name(arm, kind)])
+            others = {"baseline": base, **{f"{kind}_matched": control_name(arm, kind) for kind in CONTROLS}}
+            paired = {key: paired_diffs(runs, results[other]) for key, other in others.items() if other in results}
         for key, label in (("baseline", "paired_diff"), ("area_matched", "vs_area_matched"),
                            ("compute_matched", "vs_compute_matched")):
             diffs = paired.get(key)
@@ -253,11 +246,11 @@ def t_stat(diffs: list[float]) -> float | None:
     return round(statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs))), 2)
 
 
-def mean_std(values: list[float], signed: bool = False) -> str:
+def mean_std(values: list[float], signed: bool = False, digits: int = 2) -> str:
     sign = "+" if signed else ""
     if len(values) > 1:
-        return f"{statistics.mean(values):{sign}.2f} ± {statistics.stdev(values):.2f}"
-    return f"{values[0]:{sign}.2f}"
+        return f"{statistics.mean(values):{sign}.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return f"{values[0]:{sign}.{digits}f}"
 
 
 def bench_parser(doc: str, presets: dict, cache: str, out: str, data_required: bool = True) -> argparse.ArgumentParser:

@@ -6,8 +6,7 @@
 (b) training-step time of the CIFAR ResNet-18 (batch 128, SGD) with plain Cutout versus KeepCutout
     with full / low-res / early-head / low-res+early saliency, measured alternately in one run and
     reported as ratios to Cutout (each Keep variant also with a bf16-autocast saliency pass, "+bf16"),
-    with peak memory (CUDA: max allocated; CPU: peak RSS of a fresh
-    process running a few steps of that variant).
+    with peak memory (CUDA: max allocated; CPU: peak RSS of a fresh process running a few steps of that variant).
     On CUDA each variant is also timed as a bf16-autocast + channels_last training step ("bf16+cl").
 (c) on CUDA: one KeepCutout / paste / CutMix / erasing step under torch.cuda.set_sync_debug_mode("error");
     in (a) every timed op is first run once under that mode as well (column "sync").
@@ -22,10 +21,8 @@ reference at 224x224 and the peak-RSS child processes), ``--quick`` about 2 minu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -37,6 +34,7 @@ import torch.nn.functional as F
 from classification.models import create_model
 from core import EarlyHead, KeepAugment, cutout, paste, selective_boxes
 from core.testing import reference_keep_cut, reference_keep_paste
+from tools.bench_rerank import rss_kib, sync
 
 _KEEP = {"keep_full": dict(), "keep_lowres": dict(low_res=True), "keep_early": dict(early=True),
          "keep_lowres_early": dict(low_res=True, early=True)}
@@ -44,51 +42,39 @@ VARIANTS = {"cutout": dict(selective=False), **_KEEP,
             **{f"{k}+bf16": dict(v, saliency_dtype=torch.bfloat16) for k, v in _KEEP.items()}}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def elapsed(fn, device: torch.device) -> float:
+    """Seconds of one call of ``fn``, the device synchronised before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def timeit(fn, device, repeats: int) -> float:
+    """The best of ``repeats`` timed calls after one warm-up call."""
     fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(elapsed(fn, device) for _ in range(repeats))
 
 
 OP_SHAPES = {"full": [(128, 32, 16), (64, 224, 112)], "quick": [(128, 32, 16), (8, 224, 112)],
              "dry": [(4, 32, 8), (2, 64, 16)]}
 
 
-@contextlib.contextmanager
-def sync_debug_error(device: torch.device):
-    """CUDA: any host sync inside raises (``set_sync_debug_mode("error")``); elsewhere a no-op."""
+def sync_status(fn, device: torch.device) -> str:
+    """Run ``fn`` once under ``torch.cuda.set_sync_debug_mode("error")`` (any host sync inside raises):
+    "no sync", "SYNC: <the error's first line>", or "n/a" off CUDA."""
     if device.type != "cuda":
-        yield
-        return
+        return "n/a"
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-
-
-def sync_status(fn, device: torch.device) -> str:
-    """Run ``fn`` once under :func:`sync_debug_error`: "no sync", "SYNC: ..." or "n/a" off CUDA."""
-    if device.type != "cuda":
-        return "n/a"
-    try:
-        with sync_debug_error(device):
-            fn()
+        fn()
         return "no sync"
     except RuntimeError as err:
         return f"SYNC: {str(err).splitlines()[0]}"
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 def bench_ops(device: torch.device, repeats: int, shapes=OP_SHAPES["full"]) -> list[dict]:
@@ -98,12 +84,12 @@ def bench_ops(device: torch.device, repeats: int, shapes=OP_SHAPES["full"]) -> l
         x = torch.randn(b, 3, hw, hw, device=device)
         x_aug = torch.randn(b, 3, hw, hw, device=device)
         sal = torch.rand(b, hw, hw, device=device, generator=g) ** 4
-        fast_cut = lambda: cutout(x, selective_boxes(sal, size, 0.6, "below", generator=g))  # noqa: E731
-        fast_paste = lambda: paste(x_aug, x, selective_boxes(sal, size, 0.6, "above", generator=g))  # noqa: E731
-        cg = torch.Generator().manual_seed(0)
-        ref_cut = lambda: reference_keep_cut(x, sal, size, 0.6, cg if device.type == "cpu" else None)  # noqa: E731
-        ref_paste = lambda: reference_keep_paste(x_aug, x, sal, size, 0.6, cg if device.type == "cpu" else None)  # noqa: E731
-        for name, fast, ref in [("selective-cut", fast_cut, ref_cut), ("selective-paste", fast_paste, ref_paste)]:
+        cg = torch.Generator().manual_seed(0) if device.type == "cpu" else None  # the reference's generator
+        ops = {"selective-cut": (lambda: cutout(x, selective_boxes(sal, size, 0.6, "below", generator=g)),
+                                 lambda: reference_keep_cut(x, sal, size, 0.6, cg)),
+               "selective-paste": (lambda: paste(x_aug, x, selective_boxes(sal, size, 0.6, "above", generator=g)),
+                                   lambda: reference_keep_paste(x_aug, x, sal, size, 0.6, cg))}
+        for name, (fast, ref) in ops.items():
             fast()  # warm-up outside the sync check
             sync = sync_status(fast, device)
             t_fast = timeit(fast, device, repeats)
@@ -119,19 +105,16 @@ PRECISIONS = ("fp32", "bf16+cl")  # bf16+cl: bf16 autocast for the whole step + 
 def make_step(variant: str, device: torch.device, precision: str = "fp32", batch: int = 128, width: int = 64):
     opts = dict(VARIANTS[variant])
     early = opts.pop("early", False)
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet18", num_classes=10, width=width).to(device)
     fast = precision == "bf16+cl"
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if fast else torch.contiguous_format
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet18", num_classes=10, width=width).to(device, memory_format=layout)
     head = EarlyHead(model, "layer1", 10).to(device) if early else None
     params = list(model.parameters()) + (list(head.parameters()) if head else [])
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     keep = KeepAugment("cutout", 16, early_head=head, **opts)
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, device=device, generator=g)
-    if fast:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32, device=device, generator=g).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device, generator=g)
     cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
 
@@ -164,33 +147,18 @@ def peak_memory_mb(variant: str, device: torch.device, precision: str = "fp32", 
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def peak_rss_kib() -> int:
-    """Peak resident memory of this process in KiB. /proc's VmHWM resets at exec, whereas Linux's
-    ru_maxrss carries over the parent's peak into a forked child."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def bench_train(device: torch.device, steps: int, precisions=("fp32",), batch: int = 128, width: int = 64,
                 variants=tuple(VARIANTS), peak: bool = True) -> list[dict]:
     """Median step time of each (variant, precision), measured alternately; ratios to Cutout in the same
     precision."""
     keys = [(v, p) for p in precisions for v in variants]
-    steppers = {k: make_step(*k[:1], device, k[1], batch, width) for k in keys}
+    steppers = {(v, p): make_step(v, device, p, batch, width) for v, p in keys}
     for s in steppers.values():  # warm-up
         s()
     times = {k: [] for k in keys}
     for _ in range(steps):
         for k, s in steppers.items():  # alternate variants so drift hits all of them alike
-            sync(device)
-            t0 = time.perf_counter()
-            s()
-            sync(device)
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(elapsed(s, device))
     del steppers
     med = {k: sorted(t)[len(t) // 2] for k, t in times.items()}
     paper = {"keep_full": 2.0, "keep_lowres": 1.26, "keep_early": 1.21}
@@ -261,13 +229,13 @@ def main() -> None:
         step = make_step(args.peak_rss_of, device, args.precision, args.batch, args.width)
         step()
         step()
-        print(peak_rss_kib())
+        print(rss_kib())
         return
     preset = "quick" if args.quick else "full"
     steps, repeats = args.steps or (5 if args.quick else 10), args.repeats or (3 if args.quick else 5)
     variants = ["cutout", *(v for v in args.variants if v != "cutout")]
     report = run(device, preset, steps, repeats, not args.skip_train, Path(args.out), variants=variants)
-    print(f"wrote {args.out}; peak RSS of this process {peak_rss_kib() / 1024:.0f} MiB")
+    print(f"wrote {args.out}; peak RSS of this process {rss_kib() / 1024:.0f} MiB")
     return report
 
 

@@ -8,6 +8,7 @@ the one-off decode time of the device loader reported apart.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import time
@@ -15,20 +16,18 @@ from pathlib import Path
 
 import torch
 
-from classification.engine import Trainer  # noqa: E402
-from classification.schema import ClsConfig  # noqa: E402
-from core.engine.config import load_config  # noqa: E402
-from tools.bench_cifar import BASE, cifar_root  # noqa: E402
+from classification.engine import Trainer
+from classification.schema import ClsConfig
+from core.engine.config import load_config
+from tools.bench_cifar import BASE, cifar_root
 
 
-def loader_only(trainer, epochs: int = 1) -> float:
-    """Images/s of iterating the train loader (augmented uint8 batches on the trainer's device)."""
+def loader_only(trainer) -> float:
+    """Images/s of iterating the train loader for one epoch (augmented uint8 batches on the trainer's device)."""
     n, t0 = 0, time.perf_counter()
-    for epoch in range(epochs):
-        trainer.loader.set_epoch(epoch)
-        for batch in trainer.loader:
-            x = batch.images.to(trainer.device, non_blocking=True)
-            n += len(x)
+    trainer.loader.set_epoch(0)
+    for batch in trainer.loader:
+        n += len(batch.images.to(trainer.device, non_blocking=True))
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
@@ -50,19 +49,17 @@ def main() -> None:
               "train.output_dir=outputs/bench_loader_run"]
     rows = []
     for loader in ("workers", "device"):
+        settings = [*common, f"data.loader={loader}", f"data.workers={args.workers}"]
         t0 = time.perf_counter()
-        full = Trainer(load_config(ClsConfig, BASE, [*common, f"data.loader={loader}", f"data.workers={args.workers}"]))
+        full = Trainer(load_config(ClsConfig, BASE, settings))
         build_s = time.perf_counter() - t0
         pipeline = loader_only(full)
         del full
-        trainer = Trainer(load_config(ClsConfig, BASE, [*common, f"data.loader={loader}",
-                                                        f"data.workers={args.workers}",
-                                                        f"data.limit_train={args.train_images}",
+        trainer = Trainer(load_config(ClsConfig, BASE, [*settings, f"data.limit_train={args.train_images}",
                                                         f"train.epochs={args.epochs}"]))
         trainer.fit(overwrite=True)
-        lines = (trainer.out / "metrics.csv").read_text().splitlines()
-        col = lines[0].split(",").index("img_s")
-        train = float(lines[-1].split(",")[col])  # the last epoch (the first warms up)
+        with open(trainer.out / "metrics.csv", newline="") as f:
+            train = float(list(csv.DictReader(f))[-1]["img_s"])  # the last epoch (the first warms up)
         rows.append({"loader": loader, "setup_s": round(build_s, 1), "pipeline_img_s": round(pipeline),
                      "train_img_s": round(train, 1)})
         print(json.dumps(rows[-1]), flush=True)

@@ -21,7 +21,7 @@ import torch
 from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
-from tools.bench_cifar import bench_parser, folder_or_extracted
+from tools.bench_cifar import bench_parser, folder_or_extracted, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "reid" / "configs" / "base.yaml"
 ARMS = {"random_erasing": ["aug.keep=false"], "keep_random_erasing": ["aug.keep=true"]}
@@ -37,13 +37,10 @@ PRESETS = {
 }
 
 
-def market_root(data: str, cache: str) -> Path:
-    return folder_or_extracted(data, Path(cache) / Path(data).name.split(".")[0])
-
-
 def main() -> None:
     args = bench_parser(__doc__, PRESETS, cache="data", out="outputs/bench_reid").parse_args()
-    preset, root, out = PRESETS[args.preset], market_root(args.data, args.cache), Path(args.out)
+    preset, out = PRESETS[args.preset], Path(args.out)
+    root = folder_or_extracted(args.data, Path(args.cache) / Path(args.data).name.split(".")[0])
     results: dict[str, list[dict]] = {}
     for seed in range(args.seeds or preset["seeds"]):
         for arm, arm_overrides in ARMS.items():
@@ -55,15 +52,11 @@ def main() -> None:
             m = ReidTrainer(cfg).fit(overwrite=True)
             results.setdefault(arm, []).append({k: m[k] for k in ("rank1", "mAP", "mINP", "img_s")})
     device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
-
-    def ms(vals):
-        return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
-
     print(f"\n# bench_reid, preset {args.preset}, {device}\n")
     print("| arm | rank-1 | mAP | mINP | train img/s |\n|---|---|---|---|---|")
     rows = []
     for arm, runs in results.items():
-        row = {"arm": arm, **{k: ms([r[k] for r in runs]) for k in ("rank1", "mAP", "mINP")},
+        row = {"arm": arm, **{k: mean_std([r[k] for r in runs], digits=1) for k in ("rank1", "mAP", "mINP")},
                "img_s": round(statistics.mean(r["img_s"] for r in runs)), "runs": runs}
         rows.append(row)
         print(f"| {arm} | {row['rank1']} | {row['mAP']} | {row['mINP']} | {row['img_s']} |")

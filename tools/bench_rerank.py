@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 GOALS = dict(speedup=7.0, max_abs_diff=1e-5, peak_mib=2048)
+# the settings of a run and their defaults: each is a flag (--lambda-value), passed to the child, and in the report
+SETTINGS = dict(queries=3368, gallery=15913, dim=2048, k1=20, k2=6, lambda_value=0.3, seed=0)
 
 
 def rss_kib(field: str = "VmHWM") -> int:
@@ -63,12 +65,9 @@ def child(args) -> None:
 
     device = torch.device(args.device if args.child == "fast" else "cpu")
     q, g = features(args.queries, args.gallery, args.dim, args.seed)
-    kw = dict(k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
-    if args.child == "fast":
-        q, g = q.to(device), g.to(device)
-        fn = lambda a, b: re_ranking(a, b, **kw)  # noqa: E731
-    else:
-        fn = lambda a, b: re_ranking_reference(a, b, **kw)  # noqa: E731
+    q, g = q.to(device), g.to(device)
+    rerank = re_ranking if args.child == "fast" else re_ranking_reference
+    fn = lambda a, b: rerank(a, b, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)  # noqa: E731
     fn(q[:8], g[: max(args.k1 + 2, 40)])  # warm-up on a tiny input (lazy init, CUDA context / kernels)
     sync(device)
     base_rss = rss_kib("VmRSS")
@@ -89,9 +88,9 @@ def child(args) -> None:
 
 
 def run_child(impl: str, args, save: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", impl, "--save", str(save), "--queries", str(args.queries),
-           "--gallery", str(args.gallery), "--dim", str(args.dim), "--device", args.device, "--seed", str(args.seed),
-           "--k1", str(args.k1), "--k2", str(args.k2), "--lambda-value", str(args.lambda_value)]
+    cmd = [sys.executable, __file__, "--child", impl, "--save", str(save), "--device", args.device]
+    for name in SETTINGS:
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     print(f"running {impl} ...", flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
@@ -114,16 +113,11 @@ def cpu_name() -> str:
 
 def main() -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--queries", type=int, default=3368)
-    ap.add_argument("--gallery", type=int, default=15913)
-    ap.add_argument("--dim", type=int, default=2048)
+    for name, default in SETTINGS.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     ap.add_argument("--device", default="cpu", help="device of the vectorised version (the reference: CPU)")
     ap.add_argument("--skip-reference", action="store_true", help="time only the vectorised version")
     ap.add_argument("--out", default="bench_rerank.json")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--k1", type=int, default=20)
-    ap.add_argument("--k2", type=int, default=6)
-    ap.add_argument("--lambda-value", type=float, default=0.3)
     ap.add_argument("--child", choices=["reference", "fast"], help=argparse.SUPPRESS)
     ap.add_argument("--save", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -131,15 +125,13 @@ def main() -> dict | None:
         return child(args)
 
     device = torch.device(args.device)
-    report = dict(queries=args.queries, gallery=args.gallery, dim=args.dim, k1=args.k1, k2=args.k2,
-                  lambda_value=args.lambda_value, seed=args.seed, device=str(device),
+    report = dict({name: getattr(args, name) for name in SETTINGS}, device=str(device),
                   cpu=f"{cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
                       f"{torch.get_num_threads()} threads",
                   load_avg_1m_start=os.getloadavg()[0], goals=GOALS, results=[])
     with tempfile.TemporaryDirectory() as tmp:
-        impls = ["fast"] + ([] if args.skip_reference else ["reference"])
         outs = {}
-        for impl in impls:
+        for impl in ["fast"] + ([] if args.skip_reference else ["reference"]):
             res = run_child(impl, args, Path(tmp) / f"{impl}.npy")
             res["peak_mib"] = res.get("peak_cuda_mib", res["peak_rss_mib"])
             res["peak_kind"] = ("torch.cuda.max_memory_allocated" if "peak_cuda_mib" in res

@@ -54,10 +54,9 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for seed in range(args.seeds or preset["seeds"]):
         for arm in args.arms:
-            arm_overrides = ARMS[arm]
             print(f"== {arm}, seed {seed}", flush=True)
             cfg = load_config(SemiConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
-                                                 *arm_overrides, f"train.seed={seed}", f"uda.split_seed={seed}",
+                                                 *ARMS[arm], f"train.seed={seed}", f"uda.split_seed={seed}",
                                                  f"train.output_dir={out / f'{arm}_s{seed}'}",
                                                  "train.tensorboard=false", "train.progress=false"])
             metrics = UDATrainer(cfg).fit(overwrite=True)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
+from core.engine.checkpoint import eval_config
 from core.engine.config import ConfigError, load_config
 from core.engine.workers import worker_message
 
@@ -55,21 +57,34 @@ def one_line_errors(run, args=None) -> int:
     ``error:`` line and exit 2 instead of a traceback, unless debugging."""
     try:
         return run()
-    except ConfigError as err:
+    except (ConfigError, FloatingPointError, OSError, ValueError, KeyError) as err:
         if debugging(args):
             raise
-        print(f"config error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except FloatingPointError as err:
-        if debugging(args):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, KeyError) as err:
-        if debugging(args):
-            raise
-        print(f"error: {one_line(err)} (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
-        return EXIT_USAGE
+        if isinstance(err, ConfigError):
+            message, code = f"config error: {err}", EXIT_USAGE
+        elif isinstance(err, FloatingPointError):
+            message, code = f"error: {err}", 1
+        else:
+            message, code = f"error: {one_line(err)} (--debug or {DEBUG_ENV}=1 shows the traceback)", EXIT_USAGE
+        print(message, file=sys.stderr)
+        return code
+
+
+def run_config(ap, args, schema, run) -> int:
+    """``run(cfg, args)`` with one-line errors. ``cfg``: the ``config`` file with the ``overrides``, or with
+    ``--eval-only`` the ``--checkpoint``'s config (its model; without a config file, all its settings),
+    overrides winning. A first ``key=value`` taken for the config file is an override."""
+    if args.eval_only and not args.checkpoint:
+        ap.error("--eval-only needs --checkpoint")
+    if args.config and "=" in args.config and not Path(args.config).is_file():
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.eval_only:
+        return one_line_errors(lambda: run(eval_config(schema, args.checkpoint, args.config, args.overrides), args),
+                               args)
+    if not args.config:
+        ap.error("a config file is required")
+    cfg = load_or_report(schema, args.config, args.overrides, args=args)
+    return EXIT_USAGE if cfg is None else one_line_errors(lambda: run(cfg, args), args)
 
 
 def fit_and_report(trainer, args, counter: str = "epoch") -> int:
@@ -79,9 +94,8 @@ def fit_and_report(trainer, args, counter: str = "epoch") -> int:
         metrics = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         bar = getattr(trainer, "bar", None)
-        cleared = bar is not None and not bar.disable  # the bar's line (and the echoed ^C) is wiped on close
+        lead = "" if bar is not None and not bar.disable else "\n"  # closing wipes the bar's line and the ^C
         close_progress(trainer)
-        lead = "" if cleared else "\n"
         last = trainer.out / "last.pt"
         saved = f"{last} (epoch {getattr(trainer, 'saved_epoch', '?')})" if last.is_file() else "none yet"
         epoch = getattr(trainer, "running_epoch", trainer.epoch + 1)

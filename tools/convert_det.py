@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
-    if report["unconverted"]:
-        print(f"left out {len(report['unconverted'])} keys that are not ResNet backbone weights: "
-              f"{', '.join(report['unconverted'][:8])}{' ...' if len(report['unconverted']) > 8 else ''}",
-              file=sys.stderr)
+    left = report["unconverted"]
+    if left:
+        print(f"left out {len(left)} keys that are not ResNet backbone weights: "
+              f"{', '.join(left[:8])}{' ...' if len(left) > 8 else ''}", file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,9 @@ seeds in pairs (Cutout, then KeepCutout) and starts a pair only if the time meas
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import itertools
 import json
 import platform
 import statistics
@@ -75,9 +78,8 @@ def cifar_run(arm: str, seed: int, overrides: list[str], out_dir: Path) -> dict:
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
     metrics = trainer.fit(overwrite=True)
-    rows = (trainer.out / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    img_s = [float(r.split(",")[header.index("img_s")]) for r in rows[1:]]
+    with open(trainer.out / "metrics.csv", newline="") as f:
+        img_s = [float(r["img_s"]) for r in csv.DictReader(f)]
     steady = img_s[1:] or img_s  # the first epoch includes cuDNN autotuning and warm-up
     return {"arm": arm, "seed": seed, "top1": metrics["val_top1"], "img_s": statistics.median(steady),
             "epochs": len(img_s), "wall_s": round(time.perf_counter() - t0, 1), "loader": trainer.device_data}
@@ -114,11 +116,10 @@ def cifar_comparison(args, out: Path, deadline: float) -> dict:
             summary[arm] = {"top1_mean": statistics.mean(top1),
                             "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
                             "img_s": statistics.mean(r["img_s"] for r in mine), "seeds": len(mine)}
-    pairs = [(a["top1"], b["top1"]) for a, b in zip(runs[0::2], runs[1::2])]
     if "cutout" in summary and len(summary) == 2:
         keep = summary["keep_cutout_lowres_early"]
         keep["img_s_ratio_to_cutout"] = keep["img_s"] / summary["cutout"]["img_s"]
-        keep["paired_diff_per_seed"] = [b - a for a, b in pairs]
+        keep["paired_diff_per_seed"] = [b["top1"] - a["top1"] for a, b in zip(runs[0::2], runs[1::2])]
     return {"overrides": overrides, "runs": runs, "summary": summary}
 
 
@@ -182,14 +183,24 @@ def throughput_probe(dry_run: bool) -> list[dict]:
     for batch in (128, 512):
         for variant in ("cutout", "keep_lowres_early"):
             step = bench_core.make_step(variant, device, "bf16+cl", batch)
-            times = sorted(bench_core.timeit(step, device, 1) for _ in range(15))
-            seconds = times[len(times) // 2]
+            seconds = statistics.median(bench_core.timeit(step, device, 1) for _ in range(15))
             row = {"variant": variant, "batch": batch, "img_s": batch / seconds}
             if batch == 128:
                 row["gpu_busy"] = gpu_busy_fraction(step, device)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
+
+
+def sample_trainer(device: torch.device, batch: int, overrides: list[str]) -> Trainer:
+    """A trainer on the embedded sample with the device-resident loader, ready for ``step_batch``."""
+    base = ["data.dataset=sample", "data.root=", f"data.batch_size={batch}", f"train.device={device.type}",
+            "train.tensorboard=false", "train.progress=false", "data.loader=device",
+            f"train.output_dir={tempfile.mkdtemp()}"]
+    trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *overrides]))
+    trainer.start_checks()
+    trainer.begin_epoch()
+    return trainer
 
 
 STEP_PATHS = {"eager": ["train.cuda_graph=false"], "graph": [],
@@ -203,29 +214,18 @@ def step_paths(dry_run: bool, steps: int = 30) -> list[dict]:
     The dry run times the eager path on the CPU at tiny sizes (capture and reduce-overhead need CUDA)."""
     device = torch.device("cpu" if dry_run else "cuda")
     batch = 8 if dry_run else 128
-    base = ["data.dataset=sample", "data.root=", f"data.batch_size={batch}", f"data.limit_train={4 * batch}",
-            f"train.device={device.type}", "train.tensorboard=false", "train.progress=false", "data.loader=device",
-            f"train.output_dir={tempfile.mkdtemp()}"]
+    base = [f"data.limit_train={4 * batch}"]
     base += ["model.kwargs={width: 4}"] if dry_run else ["train.amp=bf16", "model.channels_last=true"]
     rows = []
     for arm, arm_overrides in ARMS.items():
         for path in ("eager",) if dry_run else STEP_PATHS:
-            trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm_overrides, *STEP_PATHS[path]]))
-            trainer.start_checks()
-            trainer.begin_epoch()
+            trainer = sample_trainer(device, batch, [*base, *arm_overrides, *STEP_PATHS[path]])
             trainer.prepare_step()  # the path fit() would take (the graph unless the overrides rule it out)
-
-            def batches():
-                while True:
-                    trainer.loader.set_epoch(trainer.epoch)
-                    yield from trainer.loader
-
-            stream = batches()
+            stream = itertools.chain.from_iterable(iter(trainer.train_batches, None))  # epoch after epoch, endless
             step = lambda: trainer.step_batch(next(stream))  # noqa: E731,B023
             for _ in range(2 if dry_run else 8):  # warm-up, capture, compilation
                 step()
-            n = 2 if dry_run else steps
-            seconds = bench_core.timeit(step, device, n)
+            seconds = bench_core.timeit(step, device, 2 if dry_run else steps)
             row = {"arm": arm, "path": path, "img_s": batch / seconds, "step_path": trainer.step_path}
             if not dry_run:
                 row["gpu_busy"] = gpu_busy_fraction(step, device)
@@ -241,15 +241,9 @@ def trainer_sync(dry_run: bool) -> dict:
         return {}
     device = torch.device("cuda")
     results = {}
-    base = ["data.dataset=sample", "data.root=", "data.batch_size=128", "train.device=cuda", "train.amp=bf16",
-            "model.channels_last=true", "train.tensorboard=false", "train.progress=false", "data.loader=device",
-            f"train.output_dir={tempfile.mkdtemp()}"]
-    for name, arm in {"trainer keep_cutout lowres+early": ["aug.method=keep_cutout", "aug.low_res=true",
-                                                           "aug.early_head=true"],
+    for name, arm in {"trainer keep_cutout lowres+early": ARMS["keep_cutout_lowres_early"],
                       "trainer keep_cutmix": ["aug.method=keep_cutmix"]}.items():
-        trainer = Trainer(load_config(ClsConfig, CIFAR_BASE, [*base, *arm]))
-        trainer.start_checks()
-        trainer.begin_epoch()
+        trainer = sample_trainer(device, 128, ["train.amp=bf16", "model.channels_last=true", *arm])
         batches = iter(trainer.train_batches())
         trainer.step_batch(next(batches))
         results[name] = bench_core.sync_status(lambda: trainer.step_batch(next(batches)), device)  # noqa: B023
@@ -270,57 +264,47 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "gpu_check.log", "w")
-    sys.stdout = Tee(sys.__stdout__, log)
+    with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.__stdout__, log)):
+        return run_checks(args, out)
+
+
+def run_checks(args, out: Path) -> int:
+    """The checks ``args`` select, saving ``gpu_check.json`` after each; the exit code."""
     start = time.perf_counter()
     deadline = start + args.budget
-    device = torch.device("cpu" if args.dry_run else "cuda")
+    dry = args.dry_run
+    device = torch.device("cpu" if dry else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --dry-run on a machine without one")
     report = {"device_name": bench_core.machine(device), "torch": torch.__version__,
-              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "dry_run": args.dry_run,
+              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "dry_run": dry,
               "budget_s": args.budget}
-
-    def save() -> None:
+    checks = {"cuda_tests": lambda: cuda_tests(out, dry),
+              "bench_core": lambda: bench_core.run(device, "dry" if dry else "full", steps=2 if dry else 20,
+                                                   repeats=1 if dry else 5, train=True, out=None,
+                                                   batch=8 if dry else 128, width=4 if dry else 64, peak=not dry),
+              "trainer_sync": lambda: trainer_sync(dry),
+              "throughput": lambda: throughput_probe(dry),
+              "step_paths": lambda: step_paths(dry),
+              "cifar": lambda: cifar_comparison(args, out, deadline)}
+    if args.only_cifar:
+        checks = {"cifar": checks["cifar"]}
+    elif args.only_tests_and_probe:  # a second call on a warm machine: the tests again + the throughput probe
+        checks = {k: checks[k] for k in ("cuda_tests", "throughput")}
+    print(f"# gpu_check: {report['device_name']}, torch {report['torch']}", flush=True)
+    for name, check in checks.items():
+        report[name] = check()
         report["seconds"] = time.perf_counter() - start
         (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-
-    print(f"# gpu_check: {report['device_name']}, torch {report['torch']}", flush=True)
     if args.only_cifar:
-        report["cifar"] = cifar_comparison(args, out, deadline)
-        save()
         print(json.dumps(report["cifar"]["summary"], indent=2))
-        sys.stdout = sys.__stdout__
-        log.close()
         return 0
-    report["cuda_tests"] = cuda_tests(out, args.dry_run)
-    save()
-    if args.only_tests_and_probe:  # a second call on a warm machine: the tests again + the throughput probe
-        report["throughput"] = throughput_probe(args.dry_run)
-        save()
+    if args.only_tests_and_probe:
         print(json.dumps(report, indent=2))
-        sys.stdout = sys.__stdout__
-        log.close()
         return 0 if "FAILED" not in report["cuda_tests"]["status"] else 1
-    preset = "dry" if args.dry_run else "full"
-    report["bench_core"] = bench_core.run(device, preset, steps=2 if args.dry_run else 20,
-                                          repeats=1 if args.dry_run else 5, train=True, out=None,
-                                          batch=8 if args.dry_run else 128, width=4 if args.dry_run else 64,
-                                          peak=not args.dry_run)
-    save()
-    report["trainer_sync"] = trainer_sync(args.dry_run)
-    save()
-    report["throughput"] = throughput_probe(args.dry_run)
-    save()
-    report["step_paths"] = step_paths(args.dry_run)
-    save()
-    report["cifar"] = cifar_comparison(args, out, deadline)
-    save()
     table = summary_table(report)
     (out / "summary.md").write_text(table + "\n")
     print("\n" + table, flush=True)
-    sys.stdout = sys.__stdout__
-    log.close()
     failed = "FAILED" in report["cuda_tests"]["status"] or "SYNC" in table
     return 1 if failed else 0
 

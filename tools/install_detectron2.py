@@ -36,8 +36,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-# The GitHub source, pinned to a commit of main (2026-06-06, the newest we have read; INSTALL.md builds main,
-# not a tag). Override with --source / $DETECTRON2_SOURCE (a tag, another commit, a local clone).
+# The GitHub source pinned to a commit of main (2026-06-06, the newest we have read; INSTALL.md builds main, not a tag).
 OFFICIAL_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
 OFFICIAL_SOURCE = f"git+https://github.com/facebookresearch/detectron2.git@{OFFICIAL_COMMIT}"
 SDIST_NAME = "pb1-detectron2"
@@ -57,11 +56,8 @@ def installed_detectron2() -> str | None:
     """Version of the detectron2 importable by this interpreter (in a fresh process), or None."""
     probe = ("import importlib.metadata as m, importlib.util as u; "
              "print(m.version('detectron2') if u.find_spec('detectron2') else '')")
-    try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    except subprocess.CalledProcessError:
-        return None
-    return out or None
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)  # prints only on success
+    return out.stdout.strip() or None
 
 
 def pip(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:

@@ -17,8 +17,7 @@ from pathlib import Path
 from classification.engine import Trainer
 from classification.export import export_backbone
 from classification.schema import ClsConfig
-from core.engine.checkpoint import eval_config
-from tools.cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
+from tools.cli_common import add_run_flags, fit_and_report, one_line_errors, run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,21 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(info, indent=2))
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}", file=sys.stderr)
         return 0
-    if args.eval_only and not args.checkpoint:
-        ap.error("--eval-only needs --checkpoint")
-    if args.config and "=" in args.config and not Path(args.config).is_file():  # an override, not a file
-        args.overrides, args.config = [args.config, *args.overrides], None
-    if args.eval_only:  # the checkpoint's model (and, without a config file, all its settings); overrides win
-        cfg = one_line_errors(lambda: eval_config(ClsConfig, args.checkpoint, args.config, args.overrides), args)
-        if isinstance(cfg, int):
-            return cfg
-        return one_line_errors(lambda: run(cfg, args), args)
-    if not args.config:
-        ap.error("a config file is required")
-    cfg = load_or_report(ClsConfig, args.config, args.overrides, args=args)
-    if cfg is None:
-        return 2
-    return one_line_errors(lambda: run(cfg, args), args)
+    return run_config(ap, args, ClsConfig, run)
 
 
 def run(cfg, args) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
 
@@ -36,18 +35,6 @@ from detection.config import find_config, load_config
 from detection.data import DatasetError, check_datasets, register_coco_json
 from detection.engine import Trainer
 from detection.weights import WeightsError, load_weights, require_weights_file
-
-
-def json_safe(obj):
-    """``obj`` with every non-finite float as None: COCOeval reports -1 for a metric it cannot compute (no
-    ground truth in an area range or a category), which Detectron2 turns into NaN, and NaN is not JSON."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def build_parser():
@@ -88,7 +75,10 @@ def main(args):
         load_weights(model, cfg, last.get_checkpoint_file() if args.resume and last.has_checkpoint() else None)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
-            print(json.dumps(json_safe(results), indent=2, allow_nan=False))
+            # COCOeval's -1 for a metric it cannot compute (no ground truth in an area range or a category) is
+            # NaN in Detectron2's results, and NaN is not JSON: the round trip turns every non-finite into null
+            safe = json.loads(json.dumps(results), parse_constant=lambda _: None)
+            print(json.dumps(safe, indent=2, allow_nan=False))
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

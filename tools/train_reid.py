@@ -15,10 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from core.engine.checkpoint import eval_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
-from tools.cli_common import add_run_flags, fit_and_report, load_or_report, one_line_errors
+from tools.cli_common import add_run_flags, fit_and_report, run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,19 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="checkpoint for --eval-only")
     ap.add_argument("--out", help="JSON file for --eval-only metrics (default <output_dir>/eval.json)")
     args = ap.parse_intermixed_args(argv)  # flags anywhere among config and overrides
-    if args.eval_only and not args.checkpoint:
-        ap.error("--eval-only needs --checkpoint")
-    if args.config and "=" in args.config and not Path(args.config).is_file():  # an override, not a file
-        args.overrides, args.config = [args.config, *args.overrides], None
-    if args.eval_only:
-        cfg = one_line_errors(lambda: eval_config(ReidConfig, args.checkpoint, args.config, args.overrides), args)
-        return cfg if isinstance(cfg, int) else one_line_errors(lambda: run(cfg, args), args)
-    if not args.config:
-        ap.error("a config file is required")
-    cfg = load_or_report(ReidConfig, args.config, args.overrides, args=args)
-    if cfg is None:
-        return 2
-    return one_line_errors(lambda: run(cfg, args), args)
+    return run_config(ap, args, ReidConfig, run)
 
 
 def run(cfg, args) -> int:

@@ -54,23 +54,18 @@ def train_briefly(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return model.eval()
 
 
-def stored_model_config(path: Path, state) -> dict:
-    """The ``model`` section a training checkpoint (``config``) or an export's JSON sidecar recorded, or {}."""
-    if isinstance(state, dict) and isinstance(state.get("config"), dict):
-        return state["config"].get("model", {})
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        return json.loads(sidecar.read_text()).get("config", {}).get("model", {})
-    return {}
-
-
 def load_checkpoint(path: str, model_name: str, num_classes: int, width: int | None) -> torch.nn.Module:
     """A training checkpoint (``last.pt`` / ``best.pt``), an export (with its JSON), or a plain state dict
     of ``model_name``. The model name and its arguments (width, ...) come from the checkpoint when it
     recorded them; ``--width`` overrides."""
     path = Path(path)
     state = read_checkpoint(path)  # a missing file or one that is not a checkpoint: one-line errors
-    model_cfg = stored_model_config(path, state)
+    sidecar = path.with_suffix(".json")
+    model_cfg = {}  # the ``model`` section the training checkpoint or the export's JSON recorded, if any
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        model_cfg = state["config"].get("model", {})
+    elif sidecar.is_file():
+        model_cfg = json.loads(sidecar.read_text()).get("config", {}).get("model", {})
     sd = state["model"] if isinstance(state, dict) and "model" in state else state
     name = model_cfg.get("name", model_name)
     kwargs = dict(model_cfg.get("kwargs", {}))
@@ -163,9 +158,8 @@ def figure(args) -> int:
         model = train_briefly(create_model(args.model, num_classes=len(classes), width=args.width or 32),
                               train_x, train_y, args.train_steps, seed=args.seed)
     images, labels = pick_images(test_x, test_y, args.num_images)
-    fig = make_figure(model, images, labels, args.size, args.tau, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.save(args.out)
+    make_figure(model, images, labels, args.size, args.tau, args.seed).save(args.out)
     print(f"wrote {args.out} ({', '.join(classes[i] for i in labels.tolist())})")
     return 0
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stages import make_stages
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -35,16 +37,9 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        layers, in_planes = [], width
-        for i, n in enumerate(blocks):
-            planes = width * 2**i
-            strides = [1 if i == 0 else 2] + [1] * (n - 1)
-            stage = []
-            for s in strides:
-                stage.append(BasicBlock(in_planes, planes, s))
-                in_planes = planes
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        widths = [width * 2**i for i in range(len(blocks))]
+        stages, in_planes = make_stages(BasicBlock, widths, blocks, in_planes=width)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cifar_resnet import BasicBlock
-from .stages import blocks_per_stage, make_stages
+from .stages import blocks_per_stage, he_fan_out_init, make_stages
 
 
 class PadBlock(BasicBlock):
@@ -36,9 +36,7 @@ class CifarResNetA(nn.Module):
         stages, _ = make_stages(PadBlock, (16, 32, 64), n, in_planes=16)
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_fan_out_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

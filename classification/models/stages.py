@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -20,14 +20,14 @@ def stride_of(stage: int, block: int) -> int:
     return 2 if stage > 0 and block == 0 else 1
 
 
-def make_stages(make_block: Callable[[int, int, int], nn.Module], widths, n: int,
+def make_stages(make_block: Callable[[int, int, int], nn.Module], widths, n: int | Sequence[int],
                 in_planes: int) -> tuple[list[nn.Sequential], int]:
-    """``n`` blocks ``make_block(in_planes, planes, stride)`` per width; returns the stages and the
-    output width."""
+    """``n`` blocks ``make_block(in_planes, planes, stride)`` per width (``n[i]`` for the i-th, given one per
+    stage); returns the stages and the output width."""
     stages = []
     for i, planes in enumerate(widths):
         blocks = []
-        for j in range(n):
+        for j in range(n if isinstance(n, int) else n[i]):
             blocks.append(make_block(in_planes, planes, stride_of(i, j)))
             in_planes = planes
         stages.append(nn.Sequential(*blocks))

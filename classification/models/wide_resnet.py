@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stages import blocks_per_stage, make_stages
+from .stages import blocks_per_stage, he_fan_out_init, make_stages
 
 
 class WideBlock(nn.Module):
@@ -20,14 +20,12 @@ class WideBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+        projection = stride != 1 or in_planes != planes
+        self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False) if projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = F.relu(self.bn1(x))
-        y = self.conv1(o)
-        y = self.conv2(self.dropout(F.relu(self.bn2(y))))
+        y = self.conv2(self.dropout(F.relu(self.bn2(self.conv1(o)))))
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
@@ -41,11 +39,7 @@ class WideResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(in_planes)
         self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self, zero_linear_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))

@@ -24,10 +24,6 @@ class RunLog:
             self._tb = SummaryWriter(str(self.tb_dir))
         return self._tb
 
-    @property
-    def has_tb(self) -> bool:
-        return self.tensorboard
-
     def scalar(self, name: str, value: float, step: int) -> None:
         if self.tensorboard:
             self.tb.add_scalar(name, value, step)
@@ -71,16 +67,13 @@ class RunLog:
     def last_row(self) -> dict:
         """The last epoch's metrics (numbers as floats; columns it left empty omitted), or {} if none."""
         rows = self._rows()
-        if not rows:
-            return {}
         out = {}
-        for k, v in rows[-1].items():
-            if v == "":
-                continue
-            try:
-                out[k] = int(v) if k == "epoch" else float(v)
-            except (TypeError, ValueError):
-                out[k] = v
+        for k, v in (rows[-1].items() if rows else ()):
+            if v != "":
+                try:
+                    out[k] = int(v) if k == "epoch" else float(v)
+                except (TypeError, ValueError):
+                    out[k] = v
         return out
 
     def close(self) -> None:

@@ -173,10 +173,8 @@ class TrainerBase:
         return [self.optimizer, *(opt for opt, _ in self.extra_optimizers)]
 
     def optimizer_options(self) -> dict:
-        """How an optimizer runs its update: fused kernels on CUDA (a few launches per step, and with an fp16
-        GradScaler the found-inf flag stays on the device: ``scaler.step`` never waits; the learning rates
-        become device tensors at :meth:`start_fit`, which a captured step needs), the multi-tensor (foreach)
-        path on the CPU."""
+        """Fused kernels on CUDA (a few launches per step; an fp16 GradScaler's found-inf flag stays on the
+        device; see :meth:`prepare_step` for the learning rates), the multi-tensor (foreach) path on the CPU."""
         return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
 
     def limit_steps(self, steps: int) -> int:
@@ -327,7 +325,7 @@ class TrainerBase:
         bad = ~torch.isfinite(loss.detach())
         self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), self.step + 1, self.first_bad_step)
         self.step += 1
-        if self.log.has_tb and self.step % 10 == 0:
+        if self.log.tensorboard and self.step % 10 == 0:
             self.pending_scalars.append((self.step, loss.detach().float()))
         for h in self.hooks:
             h.after_step(self, batch)

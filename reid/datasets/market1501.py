@@ -47,9 +47,7 @@ class Market1501:
     @staticmethod
     def _read(folder: Path, relabel: bool = False) -> list[tuple[str, int, int]]:
         items = []
-        for path in sorted(folder.iterdir()):
-            if path.suffix != ".jpg":
-                continue
+        for path in sorted(p for p in folder.iterdir() if p.suffix == ".jpg"):
             pid, cam = parse_name(path.name)
             if pid == -1:
                 continue  # junk
@@ -64,7 +62,6 @@ class Market1501:
         return items
 
     def statistics(self) -> dict:
-        def stat(items):
-            return {"ids": len({p for _, p, _ in items}), "images": len(items),
-                    "cameras": len({c for _, _, c in items})}
-        return {"train": stat(self.train), "query": stat(self.query), "gallery": stat(self.gallery)}
+        return {split: {"ids": len({p for _, p, _ in items}), "images": len(items),
+                        "cameras": len({c for _, _, c in items})}
+                for split, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery))}
