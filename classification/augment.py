@@ -91,7 +91,9 @@ def plan(aug_cfg) -> AugPlan:
     region = aug_cfg.region or region
     keep_cut = keep_cut if aug_cfg.keep_cut is None else aug_cfg.keep_cut
     keep_paste = keep_paste if aug_cfg.keep_paste is None else aug_cfg.keep_paste
-    for key, value, allowed in (("image", image, IMAGE_OPS), ("region", region, REGION_OPS)):
+    mode = aug_cfg.cutmix_mode
+    for key, value, allowed in (("image", image, IMAGE_OPS), ("region", region, REGION_OPS),
+                                ("cutmix_mode", mode, CUTMIX_MODES)):
         if value not in allowed:
             raise ValueError(f"aug.{key} must be one of {', '.join(allowed)}, got {value!r}")
     if keep_cut and region == "none":
@@ -99,9 +101,6 @@ def plan(aug_cfg) -> AugPlan:
     if keep_paste and image == "none":
         raise ValueError(f"aug.keep_paste needs an image policy to paste into (aug.image is none with "
                          f"aug.method={method})")
-    mode = aug_cfg.cutmix_mode
-    if mode not in CUTMIX_MODES:
-        raise ValueError(f"aug.cutmix_mode must be one of {', '.join(CUTMIX_MODES)}, got {mode!r}")
     if mode == "batch" and region == "cutmix" and keep_cut:
         raise ValueError("aug.cutmix_mode=batch draws one box for the whole batch, but KeepCutMix (aug.keep_cut "
                          "with aug.region=cutmix) picks each image's box from that image's own saliency: it is "

@@ -313,12 +313,9 @@ def device_loader(dataset: Dataset, cfg, device: torch.device, info, train: bool
     if tuple(images.shape[2:]) != (size, size):
         raise ValueError(f"data.loader=device keeps images as stored: they are {tuple(images.shape[2:])} but "
                          f"data.image_size is {size}; use data.loader=workers")
-    if train:
-        loader = DeviceLoader(images.to(device), labels.to(device), cfg.data.batch_size, train=True,
-                              pad=cfg.data.pad, seed=cfg.train.seed, rank=info.rank, world=info.world_size,
-                              drop_last=info.distributed, names=names)
-    else:  # every world-th image, in order (as the worker path's Subset shard)
-        shard = slice(info.rank, None, info.world_size)
-        loader = DeviceLoader(images[shard].to(device), labels[shard].to(device), cfg.data.batch_size,
-                              train=False, names=names[shard])
-    return DeviceBatches(loader)
+    # train: shuffled and sharded per epoch; eval: every world-th image, in order (as the worker path's Subset shard)
+    shard = slice(None) if train else slice(info.rank, None, info.world_size)
+    sampling = dict(pad=cfg.data.pad, seed=cfg.train.seed, rank=info.rank, world=info.world_size,
+                    drop_last=info.distributed) if train else {}
+    return DeviceBatches(DeviceLoader(images[shard].to(device), labels[shard].to(device), cfg.data.batch_size,
+                                      train=train, names=names[shard], **sampling))

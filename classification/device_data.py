@@ -80,9 +80,8 @@ def crop_flip(images: torch.Tensor, params: torch.Tensor, pad: int) -> torch.Ten
     padded = F.pad(images, (pad, pad, pad, pad))
     dev = images.device
     rows = params[:, 0:1] + torch.arange(h, device=dev)  # (B, H)
-    cols = params[:, 1:2] + torch.arange(w, device=dev)  # (B, W)
-    flipped = params[:, 1:2] + (w - 1 - torch.arange(w, device=dev))
-    cols = torch.where(params[:, 2:3].bool(), flipped, cols)
+    col = torch.arange(w, device=dev)
+    cols = params[:, 1:2] + torch.where(params[:, 2:3].bool(), w - 1 - col, col)  # (B, W)
     bi = torch.arange(b, device=dev)[:, None, None, None]
     ci = torch.arange(c, device=dev)[None, :, None, None]
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]

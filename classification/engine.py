@@ -25,7 +25,6 @@ from core.engine.trainer import StepStats, TrainerBase
 
 from .augment import batch_augment
 from .data import EVAL_COLLATE, WorkerLoader, build_datasets, device_loader, use_device_loader
-from .metrics import topk_correct
 from .models import create_model, early_hook_point
 
 
@@ -43,6 +42,13 @@ def lr_lambda(optim_cfg, epochs: int, steps_per_epoch: int):
         return optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)
 
     return f
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose target is in the top-k, for each k, as a float tensor (no host sync)."""
+    k_max = min(max(ks), logits.shape[1])
+    hit = logits.topk(k_max, dim=1).indices == target[:, None]
+    return torch.stack([hit[:, : min(k, k_max)].any(1).sum() for k in ks]).float()
 
 
 class Trainer(TrainerBase):
@@ -109,11 +115,9 @@ class Trainer(TrainerBase):
     def run_step(self, batch: Batch) -> StepStats:
         """One optimisation step: normalise, KeepAugment on the device, forward (+ early head), loss,
         :meth:`optimizer_step`; returns (loss sum, top-1 hits on the original labels, images)."""
-        x = self.normalize(batch.images)
+        x, x_aug = self.normalize(batch.images), None
         if batch.clean is not None:  # paste methods: the clean view is the paste's source
             x, x_aug = self.normalize(batch.clean), x
-        else:
-            x_aug = None
         y = self.to_device(batch.labels)
         loss, logits = self.losses(x, x_aug, y, generator=self.generator)
         self.optimizer_step(loss)

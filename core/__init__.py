@@ -25,10 +25,9 @@ from .sampling import (
 from .wrappers import BackboneWithHead, unwrap_model
 
 __all__ = [
-    "OPS", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "KeepPipeline", "anchor_boxes", "box_area_fraction",
-    "boxes_to_mask", "candidate_mask", "cutmix", "cutout", "downscale", "erase", "eval_mode", "mix_targets",
-    "paste", "random_boxes", "region_scores", "region_threshold", "saliency_map", "sample_beta",
-    "sample_cutmix_sizes", "sample_erasing_sizes", "sample_gamma", "select_anchors", "selective_boxes",
-    "summed_area_table", "unwrap_model",
-    "BackboneWithHead", "LAYOUTS", "fixed_input_size", "select_logits",
+    "BackboneWithHead", "EarlyHead", "KeepAugment", "KeepOutput", "KeepParams", "KeepPipeline", "LAYOUTS", "OPS",
+    "anchor_boxes", "box_area_fraction", "boxes_to_mask", "candidate_mask", "cutmix", "cutout", "downscale", "erase",
+    "eval_mode", "fixed_input_size", "mix_targets", "paste", "random_boxes", "region_scores", "region_threshold",
+    "saliency_map", "sample_beta", "sample_cutmix_sizes", "sample_erasing_sizes", "sample_gamma", "select_anchors",
+    "select_logits", "selective_boxes", "summed_area_table", "unwrap_model",
 ]

@@ -64,11 +64,6 @@ def check_values(ok: torch.Tensor, message: str) -> None:
         raise ValueError(message)
 
 
-def check_finite(s: torch.Tensor, name: str = "saliency") -> None:
-    """Non-finite values are an error (see :func:`check_values` for when it is raised)."""
-    check_values(torch.isfinite(s), f"{name} contains non-finite values (NaN or Inf)")
-
-
 def check_int(value, name: str) -> int:
     """An integer argument: any ``numbers.Integral`` but bool (so numpy integers too), as an ``int``.
     Floats are rejected even when integral (16.0), so a computed size is never silently truncated."""
@@ -83,6 +78,11 @@ def check_tau(tau: float, name: str = "tau") -> None:
         raise ValueError(f"{name} must be a number in [0, 1], got {tau!r}")
 
 
+def check_choice(value, choices: tuple, name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def check_batch(n: int, expected: int, name: str) -> None:
     if n != expected:
         raise ValueError(f"{name} has batch size {n}, expected {expected}")
@@ -94,11 +94,6 @@ def check_batched(t: torch.Tensor, expected: int, name: str) -> None:
         shape = "a 0-d tensor" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"{name} must be a torch.Tensor with a batch dimension, got {shape}")
     check_batch(t.shape[0], expected, name)
-
-
-def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def check_range(pair: tuple[float, float], name: str, low: float = 0.0, high: float = float("inf")) -> None:

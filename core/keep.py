@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import ops
-from ._checks import check_batch, check_batched, check_images, check_range, check_tau, host_readable
+from ._checks import check_batch, check_batched, check_choice, check_images, check_range, check_tau, host_readable
 from .draws import permutation, uniform
 from .grad_scale import SaliencyScaler
 from .model_io import Output
@@ -72,10 +72,7 @@ class KeepOutput:
     perm: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
     paste_boxes: torch.Tensor | None = None  # a KeepPipeline's paste step, before its region op
-
-    @property
-    def zero_saliency(self) -> torch.Tensor | None:
-        return count_zero_maps(self.saliency)
+    zero_saliency = KeepParams.zero_saliency  # the same count of all-zero maps, not a field
 
 
 class KeepAugment:
@@ -129,8 +126,7 @@ class KeepAugment:
         region_score: str = "sum",
         output: Output = None,
     ) -> None:
-        if op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {op!r}")
+        check_choice(op, OPS, "op")
         if op in ("erasing", "cutmix") and size is not None:
             raise ValueError(f"size is drawn per image for op={op!r}; do not pass size")
         if op == "cutmix" and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
@@ -138,8 +134,7 @@ class KeepAugment:
                              f"as (B, num_classes) soft targets; got {num_classes!r}")
         if size is not None:
             size = _static_size(size)
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        check_choice(target, TARGETS, "target")
         check_tau(tau)
         check_tau(p, "p")
         check_range(erasing_area, "erasing_area", 0.0, 1.0)
@@ -148,8 +143,7 @@ class KeepAugment:
             raise ValueError(f"low_res_factor must be in (0, 1], got {low_res_factor!r}")
         if cutmix_beta <= 0:
             raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}")
-        if region_score not in REDUCTIONS:
-            raise ValueError(f"region_score must be one of {REDUCTIONS}, got {region_score!r}")
+        check_choice(region_score, REDUCTIONS, "region_score")
         self.region_score, self.output, self.saliency_dtype = region_score, output, saliency_dtype
         self._grad_scales: dict[torch.device, SaliencyScaler] = {}  # running float16 loss scale per device
         self._warned_zero = False
@@ -250,7 +244,7 @@ class KeepAugment:
     def apply(self, params: KeepParams, x: torch.Tensor, y: torch.Tensor | None = None,
               x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
         """The deterministic step (up to Random Erasing's random fill)."""
-        _check_inputs(x, y, x_aug)
+        _check_inputs(x, y, x_aug, self.op == "paste")
         lam, target = None, y
         if self.op == "cutout":
             out = ops.cutout(x, params.boxes, self._fill_for(x, 0.0))
@@ -262,8 +256,6 @@ class KeepAugment:
             out, lam = ops.cutmix(x, params.boxes, params.perm)
             target = ops.mix_targets(y, params.perm, lam, self.num_classes)
         else:
-            if x_aug is None:
-                raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
             out = ops.paste(x_aug, x, params.boxes)
         return KeepOutput(out, target, params.boxes, lam, params.perm, params.saliency)
 
@@ -271,9 +263,7 @@ class KeepAugment:
                  x_aug: torch.Tensor | None = None, generator: torch.Generator | None = None) -> KeepOutput:
         """Sample and apply for one batch. For ``op="paste"``, ``x`` is the clean batch and ``x_aug``
         its image-level augmentation (same crop/flip); saliency is taken on ``x``."""
-        _check_inputs(x, y, x_aug)
-        if x_aug is None and self.op == "paste":
-            raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")
+        _check_inputs(x, y, x_aug, self.op == "paste")
         return self.apply(self.sample(model, x, y, generator), x, y, x_aug, generator)
 
     def __repr__(self) -> str:
@@ -302,11 +292,14 @@ def check_saliency_for(saliency: torch.Tensor, x: torch.Tensor) -> None:
                          f"got {got}")
 
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, x_aug: torch.Tensor | None = None) -> None:
-    """``x`` first (so a malformed batch is reported as ``x``), then ``y`` and ``x_aug`` against it."""
+def _check_inputs(x: torch.Tensor, y: torch.Tensor | None = None, x_aug: torch.Tensor | None = None,
+                  paste: bool = False) -> None:
+    """``x`` first (so a malformed batch is reported as ``x``), then ``y`` and ``x_aug`` (required for a paste)."""
     check_images(x)
     if y is not None:
         check_batched(y, x.shape[0], "y")
     if x_aug is not None:
         check_images(x_aug, "x_aug")
         check_batch(x_aug.shape[0], x.shape[0], "x_aug")
+    elif paste:
+        raise ValueError("x_aug (the image-level augmentation of x) is required for op='paste'")

@@ -36,10 +36,9 @@ def select_logits(out, output: Output = None) -> torch.Tensor:
             raise ValueError(f"output={output!r} does not select the logits from the model's output "
                              f"({_describe(out)}): {err}") from err
     if not isinstance(out, torch.Tensor):
+        hint = "0"
         if isinstance(out, Mapping):
             hint = "'logits'" if "logits" in out else repr(next(iter(out), "key"))
-        else:
-            hint = "0"
         raise ValueError(f"the model returned {_describe(out)}, not a (B, K) logits tensor: pass output= (a key, "
                          f"an index or a callable) to select the logits, e.g. output={hint}")
     return out

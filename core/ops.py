@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ._checks import check_batch, check_images, check_same_shape
+from ._checks import check_batch, check_images
 from .draws import integers, normal
 
 
@@ -127,7 +127,9 @@ def cutmix(x: torch.Tensor, boxes: torch.Tensor, perm: torch.Tensor) -> tuple[to
 def paste(x_aug: torch.Tensor, x_clean: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Selective-paste: ``M(S) * x_clean + (1 - M(S)) * x_aug`` (paper Sec. 3)."""
     mask = _box_mask(x_aug, boxes, "x_aug")
-    check_same_shape(x_aug, x_clean, "x_aug", "x_clean")
+    if x_aug.shape != x_clean.shape:
+        raise ValueError(f"x_aug and x_clean must have the same shape, got {tuple(x_aug.shape)} and "
+                         f"{tuple(x_clean.shape)}")
     return torch.where(mask, x_clean, x_aug)
 
 

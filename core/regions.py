@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_finite, check_maps, host_readable
+from ._checks import check_choice, check_maps, check_values, host_readable
 from .sizes import as_sizes, check_sizes_fit, parse_size
 
 PLACEMENTS = ("clip", "inside")
@@ -75,8 +75,7 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
         size: region ``(h, w)``: an int, a pair, or a ``(B, 2)`` tensor of per-image sizes, each in
             ``[0, (H, W)]`` (checked, see :func:`core.sizes.check_sizes_fit`).
         placement: ``"clip"`` or ``"inside"`` (see the module docstring).
-        check: check that the saliency is finite and non-negative (``ValueError`` on the CPU, an
-            asynchronous device assert elsewhere: no synchronisation).
+        check: check that the saliency is finite and non-negative (:func:`check_saliency_values`: no sync).
         reduce: ``"sum"`` (default, the paper) or ``"mean"`` (area-normalised).
 
     Returns:
@@ -84,8 +83,7 @@ def region_scores(saliency: torch.Tensor, size, placement: str = "clip", check: 
     """
     check_maps(saliency)
     check_placement(placement)
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    check_choice(reduce, REDUCTIONS, "reduce")
     height, width = saliency.shape[1:]
     size = parse_size(size)
     check_sizes_fit(size, height, width)
@@ -111,7 +109,7 @@ def check_saliency_values(saliency: torch.Tensor) -> None:
     if not host_readable(ok):
         torch._assert_async(ok, "saliency must be finite and non-negative (it holds NaN, Inf or a negative value)")
     elif not bool(ok):
-        check_finite(saliency, "saliency")
+        check_values(torch.isfinite(saliency), "saliency contains non-finite values (NaN or Inf)")
         raise ValueError("saliency must be non-negative")
 
 
@@ -160,8 +158,7 @@ def box_areas(size, batch: int, height: int, width: int, placement: str, device)
 
 
 def check_placement(placement: str) -> None:
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    check_choice(placement, PLACEMENTS, "placement")
 
 
 def _box_sums(sat: torch.Tensor, size: tuple[int, int] | torch.Tensor, placement: str) -> torch.Tensor:

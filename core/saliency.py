@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_batched, check_images
+from ._checks import check_batched, check_choice, check_images
 from .grad_scale import INIT_SCALE, SaliencyScaler, pass_dtype, unscale
 from .model_io import Output, fixed_input_size, low_res_error, select_logits
 from .wrappers import unwrap_model
@@ -100,8 +101,7 @@ def saliency_map(
         raise RuntimeError("saliency_map needs autograd: call it outside torch.inference_mode() "
                            "(torch.no_grad() is fine, grad is re-enabled inside)")
     check_images(x)
-    if mode not in TARGETS:
-        raise ValueError(f"mode must be one of {TARGETS}, got {mode!r}")
+    check_choice(mode, TARGETS, "mode")
     if mode == "label":
         _check_target(target, x.shape[0])
         target = _usable(target)
@@ -116,12 +116,8 @@ def saliency_map(
     scale = None  # only float16 passes are scaled
     if pass_dtype(x.device, autocast_dtype, inp.dtype) == torch.float16:
         scale = scaler.scale if scaler is not None else INIT_SCALE if grad_scale is None else grad_scale
-
-    def low_res_failure(err: AssertionError) -> RuntimeError:
-        return RuntimeError(low_res_error(net, low, (height, width), low_res_factor, None))
-
-    grad = _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale,
-                           low_res_failure if low is not None else None)
+    failure = partial(low_res_error, net, low, (height, width), low_res_factor, None) if low is not None else None
+    grad = _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale, failure)
     sal = torch.linalg.vector_norm(grad.detach(), float("inf"), dim=1).float()  # max_c |g_c|, one kernel
     if scale is not None:
         sal, overflowed = unscale(sal, scale)
@@ -134,7 +130,7 @@ def saliency_map(
 
 def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, scale, low_res_failure):
     """d(chosen logit, times ``scale`` when given) / d(input) for ``inp``, in eval mode with grad enabled;
-    a model's own size assertion during a low-res pass becomes ``low_res_failure(err)``.
+    a model's own size assertion during a low-res pass becomes ``RuntimeError(low_res_failure())``.
 
     The early head is linear in the pooled features, so a label's gradient starts there with ``fc.weight[y]``
     (what autograd's one-hot ``mm`` gives, bit for bit) and the head never runs. Inside ``torch.compile``
@@ -150,7 +146,7 @@ def _input_gradient(net, inp, target, mode, early_head, autocast_dtype, output, 
         except AssertionError as err:  # a model's own size check (timm _assert, torch._assert)
             if low_res_failure is None:
                 raise
-            raise low_res_failure(err) from err
+            raise RuntimeError(low_res_failure()) from err
         if early_label:
             return out
         logits = select_logits(out, output) if early_head is None else early_head.fc(out)

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._checks import check_maps, check_range, check_tau
+from ._checks import check_choice, check_maps, check_range, check_tau
 from .draws import Source, normal, uniform
 
 MODES = ("below", "above", "any")
@@ -52,8 +52,7 @@ def candidate_mask(scores: torch.Tensor, tau: float, mode: str, count: int | Non
     threshold qualify, so the set is never empty and the draw is still uniform over a defined set.
     ``count``: see :func:`region_threshold`.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice(mode, MODES, "mode")
     if mode == "any":
         return ~torch.isnan(scores)
     thr = region_threshold(scores, tau, count)

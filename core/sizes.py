@@ -39,10 +39,8 @@ def parse_size(size, name: str = "size") -> tuple[int, int] | torch.Tensor:
 
 
 def check_sizes_fit(size, height: int, width: int, name: str = "size") -> None:
-    """Sizes must lie in ``[0, image size]``. A static size raises ``ValueError`` at once. A ``(B, 2)``
-    tensor is checked by value: immediately (``ValueError``) on the CPU, and with an asynchronous
-    device assert (``torch._assert_async``, no synchronisation) on an accelerator, where a bad size
-    fails the next synchronising call instead."""
+    """Sizes must lie in ``[0, image size]``: a static size raises ``ValueError`` at once, a ``(B, 2)`` tensor
+    is checked by value (:func:`core._checks.check_values`: at once on the CPU, else an asynchronous assert)."""
     size = parse_size(size, name)
     if isinstance(size, torch.Tensor):
         ok = (size >= 0) & torch.stack([size[:, 0] <= height, size[:, 1] <= width], dim=1)

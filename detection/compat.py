@@ -43,8 +43,7 @@ KNOWN_IMPORT_WARNINGS = (
 
 @contextlib.contextmanager
 def dependency_import_warnings():
-    """Ignore :data:`KNOWN_IMPORT_WARNINGS` (by message, category and module) while importing detectron2 /
-    fvcore modules; every other warning, and these ones outside the block, are shown as usual."""
+    """Ignore :data:`KNOWN_IMPORT_WARNINGS` inside the block; every other warning is shown as usual."""
     with warnings.catch_warnings():
         for message, category, module in KNOWN_IMPORT_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category, module=module)

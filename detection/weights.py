@@ -26,7 +26,6 @@ from .convert import LAYOUT_KEYS, convert_command, describe_weights, groups_and_
 
 logger = logging.getLogger(__name__)
 BACKBONE_KEY = re.compile(r"(^|\.)(stem|res[2-5])\.")
-# keys Detectron2's convert-torchvision-to-d2.py keeps and no Detectron2 ResNet has: ignored, reported
 CONVERTER_EXTRA_KEY = re.compile(r"(^|\.)stem\.fc\.|(^|\.)num_batches_tracked$")
 
 

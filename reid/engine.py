@@ -189,14 +189,13 @@ class ReidTrainer(TrainerBase):
         return {"model": self.net.state_dict(), "center": self.center.state_dict(),
                 "center_optimizer": lr_as_float(self.center_optimizer.state_dict())}
 
-    def load_weights(self, path: str | Path) -> dict:
+    def load_weights(self, path: str | Path | None, ckpt: dict | None = None) -> dict:
         """The network and centres of a training checkpoint whose model config matches this one (evaluation)."""
-        ckpt = self.load_run_checkpoint(path, only=("model.",))
+        ckpt = ckpt or self.load_run_checkpoint(path, only=("model.",))
         self.net.load_state_dict(ckpt["model"])
         self.center.load_state_dict(ckpt["center"])
         return ckpt
 
     def load_state(self, ckpt: dict) -> None:
-        self.net.load_state_dict(ckpt["model"])
-        self.center.load_state_dict(ckpt["center"])
+        self.load_weights(None, ckpt)
         self.center_optimizer.load_state_dict(ckpt["center_optimizer"])

@@ -267,6 +267,26 @@ def bench_parser(doc: str, presets: dict, cache: str, out: str, data_required: b
     return ap
 
 
+def compare_arms(name: str, args, seeds: int, arms, train, summary, columns: dict[str, str]) -> None:
+    """bench_reid's and bench_uda's loop: ``train(arm, seed)`` -> that run's figures, seed-major; then per arm a row
+    ``{"arm", **summary(runs), "runs"}``, printed (``columns``: heading -> row key) and saved as <--out>/<name>.json."""
+    results: dict[str, list[dict]] = {}
+    for seed in range(seeds):
+        for arm in arms:
+            print(f"== {arm}, seed {seed}", flush=True)
+            results.setdefault(arm, []).append(train(arm, seed))
+    device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
+    print(f"\n# {name}, preset {args.preset}, {device}\n")
+    print(f"| arm | {' | '.join(columns)} |\n|---|" + "---|" * len(columns))
+    rows = [{"arm": arm, **summary(runs), "runs": runs} for arm, runs in results.items()]
+    for row in rows:
+        print(f"| {row['arm']} | " + " | ".join(str(row[key]) for key in columns.values()) + " |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"preset": args.preset, "device": device, "results": rows}, indent=2))
+    print(f"\nwrote {out / f'{name}.json'}")
+
+
 def main() -> None:
     ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_cifar", data_required=False)
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
@@ -343,6 +363,7 @@ def merge(paths: list[str], out: str) -> None:
     Path(out).write_text(json.dumps(merged, indent=2))
     print_table(rows, parts[0]["preset"], parts[0]["device"])
     print(f"\nwrote {out}")
+
 
 if __name__ == "__main__":
     main()

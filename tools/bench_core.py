@@ -62,8 +62,9 @@ OP_SHAPES = {"full": [(128, 32, 16), (64, 224, 112)], "quick": [(128, 32, 16), (
 
 
 def sync_status(fn, device: torch.device) -> str:
-    """Run ``fn`` once under ``torch.cuda.set_sync_debug_mode("error")`` (any host sync inside raises):
-    "no sync", "SYNC: <the error's first line>", or "n/a" off CUDA."""
+    """Run ``fn`` once as a warm-up (lazy init may sync), then once under ``torch.cuda.set_sync_debug_mode("error")``
+    (any host sync inside raises): "no sync", "SYNC: <the error's first line>", or "n/a" off CUDA."""
+    fn()
     if device.type != "cuda":
         return "n/a"
     torch.cuda.synchronize()
@@ -90,7 +91,6 @@ def bench_ops(device: torch.device, repeats: int, shapes=OP_SHAPES["full"]) -> l
                "selective-paste": (lambda: paste(x_aug, x, selective_boxes(sal, size, 0.6, "above", generator=g)),
                                    lambda: reference_keep_paste(x_aug, x, sal, size, 0.6, cg))}
         for name, (fast, ref) in ops.items():
-            fast()  # warm-up outside the sync check
             sync = sync_status(fast, device)
             t_fast = timeit(fast, device, repeats)
             t_ref = timeit(ref, device, max(1, repeats // 3))
@@ -178,7 +178,6 @@ def sync_free_check(device: torch.device) -> dict:
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(64, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (64,), device=device)
-    results = {}
     keeps = {
         "keep_cutout": KeepAugment("cutout", 16),
         "keep_cutout_lowres_early": KeepAugment("cutout", 16, low_res=True, early_head=head),
@@ -189,10 +188,8 @@ def sync_free_check(device: torch.device) -> dict:
         "keep_cutout_p0.5_bf16": KeepAugment("cutout", 16, p=0.5, saliency_dtype=torch.bfloat16),
         "cutout_plain": KeepAugment("cutout", 16, selective=False),
     }
-    for name, keep in keeps.items():
-        keep(model, x, y, x_aug=x.flip(3), generator=g)  # warm-up (lazy init may sync)
-        results[name] = sync_status(lambda: keep(model, x, y, x_aug=x.flip(3), generator=g), device)  # noqa: B023
-    return results
+    return {name: sync_status(lambda: keep(model, x, y, x_aug=x.flip(3), generator=g), device)  # noqa: B023
+            for name, keep in keeps.items()}
 
 
 def machine(device: torch.device) -> str:
@@ -234,9 +231,8 @@ def main() -> None:
     preset = "quick" if args.quick else "full"
     steps, repeats = args.steps or (5 if args.quick else 10), args.repeats or (3 if args.quick else 5)
     variants = ["cutout", *(v for v in args.variants if v != "cutout")]
-    report = run(device, preset, steps, repeats, not args.skip_train, Path(args.out), variants=variants)
+    run(device, preset, steps, repeats, not args.skip_train, Path(args.out), variants=variants)
     print(f"wrote {args.out}; peak RSS of this process {rss_kib() / 1024:.0f} MiB")
-    return report
 
 
 def run(device: torch.device, preset: str, steps: int, repeats: int, train: bool, out: Path | None,

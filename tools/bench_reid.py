@@ -11,17 +11,13 @@ given: the figures compare the two arms, not the paper's absolute numbers.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 from pathlib import Path
-
-import torch
 
 from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
-from tools.bench_cifar import bench_parser, folder_or_extracted, mean_std
+from tools.bench_cifar import bench_parser, compare_arms, folder_or_extracted, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "reid" / "configs" / "base.yaml"
 ARMS = {"random_erasing": ["aug.keep=false"], "keep_random_erasing": ["aug.keep=true"]}
@@ -39,31 +35,22 @@ PRESETS = {
 
 def main() -> None:
     args = bench_parser(__doc__, PRESETS, cache="data", out="outputs/bench_reid").parse_args()
-    preset, out = PRESETS[args.preset], Path(args.out)
+    preset = PRESETS[args.preset]
     root = folder_or_extracted(args.data, Path(args.cache) / Path(args.data).name.split(".")[0])
-    results: dict[str, list[dict]] = {}
-    for seed in range(args.seeds or preset["seeds"]):
-        for arm, arm_overrides in ARMS.items():
-            print(f"== {arm}, seed {seed}", flush=True)
-            run_dir = out / f"{arm}_s{seed}"
-            cfg = load_config(ReidConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
-                                                 *arm_overrides, f"train.seed={seed}", "train.progress=false",
-                                                 "train.tensorboard=false", f"train.output_dir={run_dir}"])
-            m = ReidTrainer(cfg).fit(overwrite=True)
-            results.setdefault(arm, []).append({k: m[k] for k in ("rank1", "mAP", "mINP", "img_s")})
-    device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
-    print(f"\n# bench_reid, preset {args.preset}, {device}\n")
-    print("| arm | rank-1 | mAP | mINP | train img/s |\n|---|---|---|---|---|")
-    rows = []
-    for arm, runs in results.items():
-        row = {"arm": arm, **{k: mean_std([r[k] for r in runs], digits=1) for k in ("rank1", "mAP", "mINP")},
-               "img_s": round(statistics.mean(r["img_s"] for r in runs)), "runs": runs}
-        rows.append(row)
-        print(f"| {arm} | {row['rank1']} | {row['mAP']} | {row['mINP']} | {row['img_s']} |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_reid.json").write_text(json.dumps({"preset": args.preset, "device": device, "results": rows},
-                                                    indent=2))
-    print(f"\nwrote {out / 'bench_reid.json'}")
+
+    def train(arm: str, seed: int) -> dict:
+        cfg = load_config(ReidConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides, *ARMS[arm],
+                                             f"train.seed={seed}", "train.progress=false", "train.tensorboard=false",
+                                             f"train.output_dir={Path(args.out) / f'{arm}_s{seed}'}"])
+        m = ReidTrainer(cfg).fit(overwrite=True)
+        return {k: m[k] for k in ("rank1", "mAP", "mINP", "img_s")}
+
+    def summary(runs: list[dict]) -> dict:
+        return {**{k: mean_std([r[k] for r in runs], digits=1) for k in ("rank1", "mAP", "mINP")},
+                "img_s": round(statistics.mean(r["img_s"] for r in runs))}
+
+    compare_arms("bench_reid", args, args.seeds or preset["seeds"], ARMS, train, summary,
+                 {"rank-1": "rank1", "mAP": "mAP", "mINP": "mINP", "train img/s": "img_s"})
 
 
 if __name__ == "__main__":

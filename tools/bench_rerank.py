@@ -47,13 +47,6 @@ def rss_kib(field: str = "VmHWM") -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def features(queries: int, gallery: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    q = F.normalize(torch.randn(queries, dim, generator=gen), dim=1)
-    g = F.normalize(torch.randn(gallery, dim, generator=gen), dim=1)
-    return q, g
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -64,8 +57,9 @@ def child(args) -> None:
     from reid.rerank import re_ranking, re_ranking_reference
 
     device = torch.device(args.device if args.child == "fast" else "cpu")
-    q, g = features(args.queries, args.gallery, args.dim, args.seed)
-    q, g = q.to(device), g.to(device)
+    gen = torch.Generator().manual_seed(args.seed)  # the same features in each process: queries, then gallery
+    q, g = (F.normalize(torch.randn(n, args.dim, generator=gen), dim=1).to(device)
+            for n in (args.queries, args.gallery))
     rerank = re_ranking if args.child == "fast" else re_ranking_reference
     fn = lambda a, b: rerank(a, b, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)  # noqa: E731
     fn(q[:8], g[: max(args.k1 + 2, 40)])  # warm-up on a tiny input (lazy init, CUDA context / kernels)
@@ -111,7 +105,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> dict | None:
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in SETTINGS.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
@@ -124,8 +118,7 @@ def main() -> dict | None:
     if args.child:
         return child(args)
 
-    device = torch.device(args.device)
-    report = dict({name: getattr(args, name) for name in SETTINGS}, device=str(device),
+    report = dict({name: getattr(args, name) for name in SETTINGS}, device=str(torch.device(args.device)),
                   cpu=f"{cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
                       f"{torch.get_num_threads()} threads",
                   load_avg_1m_start=os.getloadavg()[0], goals=GOALS, results=[])
@@ -159,7 +152,6 @@ def main() -> dict | None:
               f"goals met: {report['goals_met']}")
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
-    return report
 
 
 if __name__ == "__main__":

@@ -13,16 +13,12 @@ sorted by class, so UDA's own split (the first images in CIFAR-10's stored order
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 from pathlib import Path
 
-import torch
-
 from classification.uda import SemiConfig, UDATrainer
 from core.engine.config import load_config
-from tools.bench_cifar import bench_parser, cifar_root, mean_std
+from tools.bench_cifar import bench_parser, cifar_root, compare_arms, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "uda" / "base.yaml"
 # the strong view: UDA's own RandAugment + Cutout 16 (classification/uda_randaugment.py, the configs' default),
@@ -49,31 +45,23 @@ def main() -> None:
     ap = bench_parser(__doc__, PRESETS, cache="data/cifar10-jpeg", out="outputs/bench_uda")
     ap.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
     args = ap.parse_args()
-    preset = PRESETS[args.preset]
-    root, out = cifar_root(args.data, args.cache), Path(args.out)
-    results: dict[str, list[dict]] = {}
-    for seed in range(args.seeds or preset["seeds"]):
-        for arm in args.arms:
-            print(f"== {arm}, seed {seed}", flush=True)
-            cfg = load_config(SemiConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides,
-                                                 *ARMS[arm], f"train.seed={seed}", f"uda.split_seed={seed}",
-                                                 f"train.output_dir={out / f'{arm}_s{seed}'}",
-                                                 "train.tensorboard=false", "train.progress=false"])
-            metrics = UDATrainer(cfg).fit(overwrite=True)
-            results.setdefault(arm, []).append({k: metrics[k] for k in ("val_top1", "mask_rate", "img_s")})
-    device = torch.cuda.get_device_name() if args.preset == "gpu" else f"{platform.machine()} CPU"
-    print(f"\n# bench_uda, preset {args.preset}, {device}\n")
-    print("| arm | test top-1 (%) | mask rate | img/s |\n|---|---|---|---|")
-    rows = []
-    for arm, runs in results.items():
-        rows.append({"arm": arm, "top1": mean_std([r["val_top1"] for r in runs]),
-                     "mask_rate": round(statistics.mean(r["mask_rate"] for r in runs), 3),
-                     "img_s": round(statistics.mean(r["img_s"] for r in runs)), "runs": runs})
-        print(f"| {arm} | {rows[-1]['top1']} | {rows[-1]['mask_rate']} | {rows[-1]['img_s']} |")
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"preset": args.preset, "device": device, "results": rows}
-    (out / "bench_uda.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out / 'bench_uda.json'}")
+    preset, root = PRESETS[args.preset], cifar_root(args.data, args.cache)
+
+    def train(arm: str, seed: int) -> dict:
+        cfg = load_config(SemiConfig, BASE, [f"data.root={root}", *preset["overrides"], *args.overrides, *ARMS[arm],
+                                             f"train.seed={seed}", f"uda.split_seed={seed}",
+                                             f"train.output_dir={Path(args.out) / f'{arm}_s{seed}'}",
+                                             "train.tensorboard=false", "train.progress=false"])
+        metrics = UDATrainer(cfg).fit(overwrite=True)
+        return {k: metrics[k] for k in ("val_top1", "mask_rate", "img_s")}
+
+    def summary(runs: list[dict]) -> dict:
+        return {"top1": mean_std([r["val_top1"] for r in runs]),
+                "mask_rate": round(statistics.mean(r["mask_rate"] for r in runs), 3),
+                "img_s": round(statistics.mean(r["img_s"] for r in runs))}
+
+    compare_arms("bench_uda", args, args.seeds or preset["seeds"], args.arms, train, summary,
+                 {"test top-1 (%)": "top1", "mask rate": "mask_rate", "img/s": "img_s"})
 
 
 if __name__ == "__main__":

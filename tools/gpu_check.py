@@ -39,6 +39,7 @@ from tools.bench_cifar import cifar_root  # noqa: E402
 CIFAR_BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
 ARMS = {"cutout": ["aug.method=cutout"],
         "keep_cutout_lowres_early": ["aug.method=keep_cutout", "aug.low_res=true", "aug.early_head=true"]}
+DRY_TESTS = {"status": "skipped (dry run: the test suite is what runs this script)"}
 
 
 class Tee:
@@ -57,10 +58,8 @@ class Tee:
             s.flush()
 
 
-def cuda_tests(out: Path, dry_run: bool) -> dict:
+def cuda_tests(out: Path) -> dict:
     """The CUDA-marked tests of core, classification and re-ID (detection needs detectron2)."""
-    if dry_run:
-        return {"status": "skipped (dry run: the test suite is what runs this script)"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/core",
            "tests/classification", "tests/reid"]
     t0 = time.perf_counter()
@@ -173,11 +172,9 @@ def gpu_busy_fraction(step, device: torch.device, steps: int = 5) -> float:
     return kernel_us / 1e6 / wall
 
 
-def throughput_probe(dry_run: bool) -> list[dict]:
+def throughput_probe() -> list[dict]:
     """What limits a training step: images/s of Cutout and KeepCutout (low-res + early) at batch 128 and 512
     in bf16 + channels_last, and the GPU-busy share of the batch-128 steps."""
-    if dry_run:
-        return []
     device, rows = torch.device("cuda"), []
     torch.backends.cudnn.benchmark = True
     for batch in (128, 512):
@@ -234,18 +231,15 @@ def step_paths(dry_run: bool, steps: int = 30) -> list[dict]:
     return rows
 
 
-def trainer_sync(dry_run: bool) -> dict:
+def trainer_sync() -> dict:
     """A whole classification training step (device loader; keep_cutout low-res + early, keep_cutmix) in bf16
     + channels_last under sync debug mode 'error'."""
-    if dry_run:
-        return {}
     device = torch.device("cuda")
     results = {}
     for name, arm in {"trainer keep_cutout lowres+early": ARMS["keep_cutout_lowres_early"],
                       "trainer keep_cutmix": ["aug.method=keep_cutmix"]}.items():
         trainer = sample_trainer(device, 128, ["train.amp=bf16", "model.channels_last=true", *arm])
         batches = iter(trainer.train_batches())
-        trainer.step_batch(next(batches))
         results[name] = bench_core.sync_status(lambda: trainer.step_batch(next(batches)), device)  # noqa: B023
     return results
 
@@ -279,12 +273,12 @@ def run_checks(args, out: Path) -> int:
     report = {"device_name": bench_core.machine(device), "torch": torch.__version__,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "dry_run": dry,
               "budget_s": args.budget}
-    checks = {"cuda_tests": lambda: cuda_tests(out, dry),
+    checks = {"cuda_tests": lambda: DRY_TESTS if dry else cuda_tests(out),
               "bench_core": lambda: bench_core.run(device, "dry" if dry else "full", steps=2 if dry else 20,
                                                    repeats=1 if dry else 5, train=True, out=None,
                                                    batch=8 if dry else 128, width=4 if dry else 64, peak=not dry),
-              "trainer_sync": lambda: trainer_sync(dry),
-              "throughput": lambda: throughput_probe(dry),
+              "trainer_sync": lambda: {} if dry else trainer_sync(),
+              "throughput": lambda: [] if dry else throughput_probe(),
               "step_paths": lambda: step_paths(dry),
               "cifar": lambda: cifar_comparison(args, out, deadline)}
     if args.only_cifar:
@@ -305,8 +299,7 @@ def run_checks(args, out: Path) -> int:
     table = summary_table(report)
     (out / "summary.md").write_text(table + "\n")
     print("\n" + table, flush=True)
-    failed = "FAILED" in report["cuda_tests"]["status"] or "SYNC" in table
-    return 1 if failed else 0
+    return int("FAILED" in report["cuda_tests"]["status"] or "SYNC" in table)
 
 
 if __name__ == "__main__":

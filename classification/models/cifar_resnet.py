@@ -13,8 +13,6 @@ from .stages import make_stages
 
 
 class BasicBlock(nn.Module):
-    expansion = 1
-
     def __init__(self, in_planes: int, planes: int, stride: int = 1, projection: bool = True) -> None:
         """``projection``: a 1x1 conv + BN shortcut where the shape changes (else the subclass's own)."""
         super().__init__()

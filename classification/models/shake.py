@@ -124,14 +124,13 @@ class PyramidNet(nn.Module):
         total, step, dim = 3 * n, alpha / (3 * n), 16.0
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        stages, in_planes, k = [], 16, 0
+        stages, in_planes = [], 16
         for i in range(3):
             blocks = []
             for j in range(n):
                 dim += step
-                k += 1
                 planes = int(round(dim))
-                blocks.append(PyramidBottleneck(in_planes, planes, stride_of(i, j), p_last * k / total))
+                blocks.append(PyramidBottleneck(in_planes, planes, stride_of(i, j), p_last * (i * n + j + 1) / total))
                 in_planes = planes * 4
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

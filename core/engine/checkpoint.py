@@ -45,8 +45,7 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys
-    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))  # a tensor or an array
     generator.set_state(state["keep"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

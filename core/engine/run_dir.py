@@ -25,8 +25,7 @@ import torch
 # adds its own with a ``RESUME_MAY_CHANGE`` tuple (e.g. classification's train.eval_every, re-ID's eval.)
 MAY_CHANGE = ("train.epochs", "train.stop_after_epoch", "train.device", "train.progress", "train.tensorboard",
               "train.check_every", "train.output_dir", "train.keep_every", "train.cuda_graph", "data.workers",
-              "data.root",
-              "data.download")
+              "data.root", "data.download")
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.yaml", "train.log", "env.json", "eval.json", "tb")
 
 

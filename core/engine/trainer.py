@@ -14,6 +14,7 @@ device (:meth:`TrainerBase.device_check`). A subclass supplies::
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from dataclasses import dataclass
@@ -280,9 +281,7 @@ class TrainerBase:
         """One epoch (or UDA round) of :meth:`run_step`; every rank's sums reduced into the epoch's row."""
         self.begin_epoch()
         skipped = []
-        for i, batch in enumerate(self.train_batches()):
-            if i >= self.steps_per_epoch:
-                break
+        for batch in itertools.islice(self.train_batches(), self.steps_per_epoch):
             skipped += batch.skipped
             if not batch.empty:
                 self.step_batch(batch)

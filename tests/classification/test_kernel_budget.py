@@ -17,9 +17,12 @@ from .conftest import BASE
 from .test_fake_cuda_step import record_second_step
 
 # KeepCutout low-res + early head over Cutout, in kernels per step: 1.468 before issue #18 (235 / 345 kernels),
-# 1.308 after (214 / 280), measured 2026-12-01 (CIFAR ResNet-18, fp32, the fused SGD of a CUDA trainer). The
-# issue's goal is 1.25: see docs/benchmarks.md#kernel-budgets for what the rest is.
-STEP_RATIO = 1.31
+# 1.308 after (214 / 280), measured 2026-12-01 (CIFAR ResNet-18, fp32, the fused SGD of a CUDA trainer); 1.311
+# (212 / 278) once the device loader's crop-flip took two kernels fewer (both steps fetch a batch). The issue's
+# goal is 1.25: see docs/benchmarks.md#kernel-budgets for what the rest is. KEEP_EXTRA bounds what Keep adds,
+# which a cheaper shared part (a smaller denominator) cannot hide.
+STEP_RATIO = 1.312
+KEEP_EXTRA = 66
 
 
 def step_kernels(overrides: list[str]) -> list[str]:
@@ -48,3 +51,4 @@ def test_cheap_keep_step_within_kernel_budget_of_cutout(tiny_overrides):
     print(f"kernels per step: Cutout {len(cutout)}, KeepCutout low-res + early {len(keep)}, "
           f"ratio {len(keep) / len(cutout):.3f}")
     assert len(keep) <= STEP_RATIO * len(cutout), (len(keep), len(cutout))
+    assert len(keep) - len(cutout) <= KEEP_EXTRA, (len(keep), len(cutout))
