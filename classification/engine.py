@@ -144,7 +144,7 @@ class Trainer(TrainerBase):
     def epoch_metrics(self, sums: list[float], steps: int, seconds: float, skipped: int) -> dict:
         loss_sum, hits, n = sums
         return {"train_loss": loss_sum / max(n, 1), "train_top1": 100 * hits / max(n, 1),
-                "lr": float(self.optimizer.param_groups[0]["lr"]), "img_s": n / seconds, "seconds": seconds,
+                "lr": self.current_lr(), "img_s": n / seconds, "seconds": seconds,
                 "skipped": skipped}
 
     def progress_postfix(self, sums: list[float], steps: int, seconds: float) -> dict:

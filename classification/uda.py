@@ -260,7 +260,7 @@ class UDATrainer(Trainer):
         w, n = self.info.world_size, max(1, steps)
         loss, sup, cons, mask, hits, count = (v / w for v in sums)
         return {"train_loss": loss / n, "sup_loss": sup / n, "unsup_loss": cons / n, "mask_rate": mask / n,
-                "train_top1": 100 * hits / max(count, 1), "lr": float(self.optimizer.param_groups[0]["lr"]),
+                "train_top1": 100 * hits / max(count, 1), "lr": self.current_lr(),
                 "img_s": n * self.cfg.data.batch_size * (1 + 2 * self.cfg.uda.unsup_ratio) / seconds,
                 "seconds": seconds}
 

@@ -139,7 +139,7 @@ class ReidTrainer(TrainerBase):
         loss, ce, tri, hits, n = sums
         steps, w = max(1, steps), self.info.world_size
         return {"train_loss": loss / steps / w, "ce_loss": ce / steps / w, "triplet_loss": tri / steps / w,
-                "train_top1": 100 * hits / max(n, 1), "lr": float(self.optimizer.param_groups[0]["lr"]),
+                "train_top1": 100 * hits / max(n, 1), "lr": self.current_lr(),
                 "img_s": n / seconds, "seconds": seconds}
 
     def progress_postfix(self, sums: list[float], steps: int, seconds: float) -> dict:

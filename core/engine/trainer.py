@@ -62,8 +62,8 @@ class TrainerBase:
     """Base of the trainers. ``cfg.train`` is a :class:`~core.engine.sections.TrainConfig`, ``cfg.aug`` a
     :class:`~core.engine.sections.SaliencyConfig`, ``cfg.data`` has ``mean`` / ``std`` (0-1 scale).
 
-    A subclass sets ``module`` (the trained ``nn.Module``, undistributed), ``optimizer``, ``scheduler``,
-    ``generator`` (:meth:`seed_rank_streams`) and ``steps_per_epoch``, and may set ``extra_optimizers``
+    A subclass sets ``module`` (the trained ``nn.Module``, undistributed), ``optimizer``, ``scheduler`` (a
+    ``LambdaLR``), ``generator`` (:meth:`seed_rank_streams`) and ``steps_per_epoch``, and may set ``extra_optimizers``
     (stepped after ``optimizer`` by :meth:`optimizer_step`), ``schedule_per`` (``"step"`` or ``"epoch"``),
     ``counter`` and ``stat_names``."""
 
@@ -177,6 +177,11 @@ class TrainerBase:
         """Fused kernels on CUDA (a few launches per step; an fp16 GradScaler's found-inf flag stays on the
         device; see :meth:`prepare_step` for the learning rates), the multi-tensor (foreach) path on the CPU."""
         return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+
+    def current_lr(self) -> float:
+        """The schedule's learning rate (of ``optimizer``'s first group) as the float it computed: the same on
+        every device (a fused CUDA optimizer reads a float32 copy, :func:`~core.engine.graphed.lr_on_device`)."""
+        return self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
 
     def limit_steps(self, steps: int) -> int:
         """``steps`` per epoch, capped by ``train.max_steps_per_epoch``."""

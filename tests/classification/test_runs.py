@@ -380,3 +380,18 @@ def test_non_finite_loss_names_the_first_bad_step(check_every, raised_at, tiny_c
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert epochs_logged(trainer.out) == [1]
     assert not math.isnan(float(rows(trainer.out)[0]["train_loss"]))
+
+
+def test_logged_lr_is_the_schedules_float_when_the_optimizer_holds_it_on_the_device(tiny_cfg):
+    """A CUDA trainer's fused SGD reads its learning rate from a float32 device tensor; metrics.csv still logs
+    the schedule's own value (0.05 half-way down the cosine, not float32's 0.05000000074505806)."""
+    from core.engine.graphed import lr_on_device
+
+    trainer = Trainer(tiny_cfg("train.epochs=2", "train.eval_every=2"))
+    lr_on_device(trainer.optimizers(), trainer.device)  # what prepare_step does for a fused (CUDA) optimizer
+    trainer.fit()
+    with open(trainer.out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert isinstance(trainer.optimizer.param_groups[0]["lr"], torch.Tensor)
+    assert rows[0]["lr"] == repr(0.1 * 0.5 * (1 + math.cos(math.pi / 2)))  # epoch 1 ends at step 2 of 4
+    assert float(rows[1]["lr"]) == 0.0
