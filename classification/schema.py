@@ -9,12 +9,10 @@ from core.engine.sections import SaliencyConfig, TrainConfig
 from .augment import POLICY_ORDERS, AugPlan, plan
 
 LOADERS = ("auto", "device", "workers")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 CIFAR_MEAN = [125.3 / 255, 123.0 / 255, 113.9 / 255]  # Cutout / CutMix-PyTorch CIFAR normalisation
 CIFAR_STD = [63.0 / 255, 62.1 / 255, 66.7 / 255]
-
-
-COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 @dataclass
@@ -161,8 +159,7 @@ class ClsConfig:
     RESUME_MAY_CHANGE = ("train.eval_every",)
 
     def validate(self) -> None:
-        blocker = device_loader_blocker(self)
-        if self.data.loader == "device" and blocker:
+        if self.data.loader == "device" and (blocker := device_loader_blocker(self)):
             raise ValueError(f"data.loader=device cannot be used with {blocker}; use data.loader=workers (or auto)")
 
 
@@ -172,6 +169,4 @@ def device_loader_blocker(cfg) -> str:
     if cfg.data.imagenet_style:
         return "data.imagenet_style=true (RandomResizedCrop, ColorJitter and lighting run per image)"
     image_op = cfg.aug.plan.image_op
-    if image_op:
-        return f"aug.image={image_op} ({image_op} runs per image on PIL in the workers)"
-    return ""
+    return f"aug.image={image_op} ({image_op} runs per image on PIL in the workers)" if image_op else ""

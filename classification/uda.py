@@ -60,6 +60,10 @@ from .semi import (
 )
 from .uda_randaugment import UDARandAugment
 
+STRONG_OPS = ("uda_randaugment", "randaugment")
+UNLABELLED_COLLATE = {False: Collate(("weak", "images", "indices")),  # by the pair (keep paste)
+                      True: Collate(("weak", "images", "clean", "indices"))}
+
 
 @dataclass
 class UDAConfig:
@@ -74,9 +78,6 @@ class UDAConfig:
     coeff: float = 1.0
     tsa: str = ""  # "" | linear_schedule | exp_schedule | log_schedule
     unlabelled: str = "all"  # all (UDA: the whole training set, labelled images included) | rest (the others)
-
-
-STRONG_OPS = ("uda_randaugment", "randaugment")
 
 
 @dataclass
@@ -160,10 +161,6 @@ class StepSampler(Sampler[int]):
             pos = (k + 1) * self.per_rank
 
 
-UNLABELLED_COLLATE = {False: Collate(("weak", "images", "indices")),  # by the pair (keep paste)
-                      True: Collate(("weak", "images", "clean", "indices"))}
-
-
 class UDATrainer(Trainer):
     unit_name = "round"
     stat_names = ("loss", "sup_loss", "unsup_loss", "mask_rate", "hits", "labelled")
@@ -210,16 +207,14 @@ class UDATrainer(Trainer):
     def train_batches(self):
         """The round's steps from the two infinite streams (restart-exact from ``self.step``): a labelled
         :class:`Batch` whose ``unlabelled`` is the step's unlabelled one."""
-        cfg, b = self.cfg, self.cfg.data.batch_size
-        w, r, seed = self.info.world_size, self.info.rank, cfg.train.seed
-        pin = self.device.type == "cuda"
-        sup = DataLoader(EpochSeeded(self.labelled_set, seed), b, num_workers=cfg.data.workers,
-                         collate_fn=EVAL_COLLATE, pin_memory=pin,
-                         sampler=StepSampler(len(self.labelled_set), b, r, w, seed, self.step))
-        ub = b * cfg.uda.unsup_ratio
-        unsup = DataLoader(EpochSeeded(self.unlabelled_set, seed + 1), ub, num_workers=cfg.data.workers,
-                           collate_fn=UNLABELLED_COLLATE[self.unlabelled_set.view.pair], pin_memory=pin,
-                           sampler=StepSampler(len(self.unlabelled_set), ub, r, w, seed + 1, self.step))
+        cfg, b, seed = self.cfg, self.cfg.data.batch_size, self.cfg.train.seed
+        streams = ((self.labelled_set, b, EVAL_COLLATE, seed),
+                   (self.unlabelled_set, b * cfg.uda.unsup_ratio, UNLABELLED_COLLATE[self.unlabelled_set.view.pair],
+                    seed + 1))
+        sup, unsup = (DataLoader(EpochSeeded(ds, s), bs, num_workers=cfg.data.workers, collate_fn=collate,
+                                 pin_memory=self.device.type == "cuda",
+                                 sampler=StepSampler(len(ds), bs, self.info.rank, self.info.world_size, s, self.step))
+                      for ds, bs, collate, s in streams)
         for labelled, unlabelled in zip(sup, unsup):
             skipped = labelled.skipped + unlabelled.skipped
             if labelled.empty or unlabelled.empty:
@@ -230,12 +225,10 @@ class UDATrainer(Trainer):
     def run_step(self, batch: Batch) -> StepStats:
         cfg, unl = self.cfg, batch.unlabelled
         x_l, y = self.normalize(batch.images), self.to_device(batch.labels)
-        clean, strong, final_cut = self.normalize(unl.weak), unl.images, None
-        if strong.shape[1] == 4:  # RGBA: alpha 0 marks UDA's final Cutout, to be applied after the paste
-            strong = self.to_device(strong)
-            final_cut = strong[:, 3:] == 0
-            strong = strong[:, :3]
-        strong = self.normalize(strong)
+        clean, strong = self.normalize(unl.weak), self.to_device(unl.images)
+        # RGBA: alpha 0 marks UDA's final Cutout, to be applied after the paste
+        final_cut = strong[:, 3:] == 0 if strong.shape[1] == 4 else None
+        strong = self.normalize(strong[:, :3])
         if self.keep is not None:  # saliency (max logit) and paste from the clean image under the strong crop/flip
             source = self.normalize(unl.clean)
             with self.autocast():

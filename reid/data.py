@@ -14,10 +14,8 @@ class ReidImages(Dataset):
     def __init__(self, items: list[tuple[str, int, int]], data_cfg, train: bool) -> None:
         self.items = items
         size = (data_cfg.height, data_cfg.width)
-        ops = [T.Resize(size)]
-        if train:
-            ops += [T.RandomHorizontalFlip(), T.Pad(data_cfg.pad), T.RandomCrop(size)]
-        self.transform = T.Compose([*ops, T.PILToTensor()])
+        flip_crop = [T.RandomHorizontalFlip(), T.Pad(data_cfg.pad), T.RandomCrop(size)] if train else []
+        self.transform = T.Compose([T.Resize(size), *flip_crop, T.PILToTensor()])
 
     def __len__(self) -> int:
         return len(self.items)

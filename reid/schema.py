@@ -8,6 +8,7 @@ from core.engine.sections import SaliencyConfig, TrainConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+ERASING_FILLS = ("bot", "mean", "random")
 
 
 @dataclass
@@ -39,9 +40,6 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
 
-ERASING_FILLS = ("bot", "mean", "random")
-
-
 @dataclass
 class AugConfig(SaliencyConfig):
     """Random erasing in the training step; the saliency keys (tau, low_res, ...) of :class:`SaliencyConfig`."""
@@ -51,11 +49,7 @@ class AugConfig(SaliencyConfig):
     erasing_prob: float = 0.5
     erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.33])
-    # what the erased box is filled with (erasing runs after normalisation, as BoT's): bot = data.mean's raw
-    # values written into normalised space (BoT's RandomErasing(mean=PIXEL_MEAN) after Normalize, a quirk; the
-    # baseline numbers are BoT's, so the default) | mean = 0 in normalised space (the mean colour, as fast-reid /
-    # timm) | random = per-pixel N(0, 1) in normalised space (the paper: "random values"; timm's mode='pixel')
-    erasing_fill: str = "bot"
+    erasing_fill: str = "bot"  # bot | mean | random: what the erased box is filled with (see erasing_fill_value)
     low_res: bool = True  # re-ID: 256 x 128 images, the paper's cheap variant by default
 
     def validate(self) -> None:
@@ -64,11 +58,13 @@ class AugConfig(SaliencyConfig):
             raise ValueError(f"aug.erasing_fill must be one of {', '.join(ERASING_FILLS)}, got {self.erasing_fill!r}")
 
     def erasing_fill_value(self, mean: list[float]):
-        """The :class:`core.KeepAugment` ``fill`` of ``aug.erasing_fill`` for images normalised with ``mean``:
-        ``bot`` -> the per-channel ``mean`` values themselves, in normalised space (BoT's quirk:
-        reid-strong-baseline ``data/transforms/build.py`` builds ``RandomErasing(mean=cfg.INPUT.PIXEL_MEAN)``
-        after ``Normalize``, and ``data/transforms/transforms.py`` writes those values into the box), ``mean``
-        -> 0.0 (the mean colour), ``random`` -> ``"random"`` (per-pixel standard normal in normalised space)."""
+        """The :class:`core.KeepAugment` ``fill`` of ``aug.erasing_fill`` for images normalised with ``mean``
+        (erasing runs after normalisation, as BoT's): ``bot`` -> the per-channel ``mean`` values themselves, in
+        normalised space (BoT's quirk, the default as the baseline numbers are BoT's: reid-strong-baseline
+        ``data/transforms/build.py`` builds ``RandomErasing(mean=cfg.INPUT.PIXEL_MEAN)`` after ``Normalize``, and
+        ``data/transforms/transforms.py`` writes those values into the box), ``mean`` -> 0.0 (the mean colour,
+        as fast-reid / timm), ``random`` -> ``"random"`` (per-pixel standard normal in normalised space: the
+        paper's "random values", timm's ``mode='pixel'``)."""
         return {"bot": [float(v) for v in mean], "mean": 0.0, "random": "random"}[self.erasing_fill]
 
 

@@ -68,8 +68,6 @@ class Collate:
             return Batch(None, skipped=skipped)
         if len(good[0]) != len(self.fields):
             raise ValueError(f"dataset items have {len(good[0])} parts, the collate expects {self.fields}")
-        cols = {}
-        for name, col in zip(self.fields, zip(*good)):
-            if name is not None:
-                cols[name] = torch.stack(col) if isinstance(col[0], torch.Tensor) else torch.tensor(col)
+        cols = {name: torch.stack(col) if isinstance(col[0], torch.Tensor) else torch.tensor(col)
+                for name, col in zip(self.fields, zip(*good)) if name is not None}
         return Batch(**cols, skipped=skipped)

@@ -100,11 +100,9 @@ def load_error_reason(err: Exception) -> str:
     """One line for why ``torch.load(weights_only=True)`` failed; torch's own message spans lines and advises
     ``weights_only=False``, which is beside the point for a file that is broken or not a checkpoint."""
     text = str(err)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
         return f"it holds Python objects beyond tensors and plain containers ({found.group(1)})"
-    detail = re.search(r"WeightsUnpickler error: *(\S.*)", text)
-    if detail:
+    if detail := re.search(r"WeightsUnpickler error: *(\S.*)", text):
         return detail.group(1).strip()
     if isinstance(err, EOFError):
         return "it ends early (truncated?)"

@@ -42,10 +42,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     data = read_yaml_mapping(path, seen)
     base = data.pop("_BASE_", None)
-    if base is None:
-        return data
-    merged = _read_yaml(path.parent / base, (*seen, path))
-    return merge(merged, data)
+    return data if base is None else merge(_read_yaml(path.parent / base, (*seen, path)), data)
 
 
 def merge(base: dict, new: dict) -> dict:
@@ -57,32 +54,18 @@ def merge(base: dict, new: dict) -> dict:
     return out
 
 
-def _set_path(data: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
-    node[keys[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> dict:
-    """``["optim.lr=0.1", "aug.method=keep_cutout"]`` -> nested dict."""
-    out: dict = {}
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``data`` with the ``section.key=value`` overrides (values parsed as YAML) merged on in order
+    (:func:`merge`), so that ``'model.kwargs={}' model.kwargs.dropout=0.3`` first clears the mapping, then
+    sets one key."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_path(out, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    return out
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """``data`` with the ``key=value`` overrides merged on in order (:func:`merge`), so that
-    ``'model.kwargs={}' model.kwargs.dropout=0.3`` first clears the mapping, then sets one key."""
-    for item in overrides:
-        data = merge(data, parse_overrides([item]))
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        for section in reversed(key.strip().split(".")):
+            value = {section: value}
+        data = merge(data, value)
     return data
 
 
@@ -112,9 +95,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+    # a str too: PyYAML reads 1e-4 (no dot) as a string
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             return float(value)
         except ValueError:
@@ -136,14 +118,8 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
                           f"{where.rstrip('.') or 'top level'} accepts: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, f"{where}{name}.")
-        else:
-            kwargs[name] = _check_type(value, tp, f"{where}{name}")
-    cfg = cls(**kwargs)
+    cfg = cls(**{k: from_dict(hints[k], v, f"{where}{k}.") if dataclasses.is_dataclass(hints[k])
+                 else _check_type(v, hints[k], f"{where}{k}") for k, v in data.items()})
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         try:

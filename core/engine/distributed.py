@@ -25,23 +25,17 @@ class DistInfo:
         return self.world_size > 1
 
 
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
 def init_distributed(device: str = "") -> DistInfo:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and start the process group (NCCL on CUDA,
     gloo on the CPU). Without them, a single process."""
-    want = device or ("cuda" if cuda_available() else "cpu")
-    if want.startswith("cuda") and not cuda_available():
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"train.device is {want!r} but CUDA is not available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if want.startswith("cuda"):
+    dev = torch.device("cuda", local) if want.startswith("cuda") else torch.device("cpu")
+    if dev.type == "cuda":
         torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world, local, dev)

@@ -51,11 +51,10 @@ class StepStats:
 
 def slow_bf16_settings(cfg, device: torch.device) -> list[str]:
     """The bf16 settings of ``cfg`` that run emulated on this CPU (none on CUDA or a CPU with bf16 units)."""
-    wanted = [k for k, v in (("train.amp=bf16", cfg.train.amp == "bf16"),
-                             ("aug.saliency_dtype=bfloat16", cfg.aug.saliency_dtype == "bfloat16")) if v]
-    if not wanted or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return []
-    return wanted
+    return [k for k, v in (("train.amp=bf16", cfg.train.amp == "bf16"),
+                           ("aug.saliency_dtype=bfloat16", cfg.aug.saliency_dtype == "bfloat16")) if v]
 
 
 class TrainerBase:
@@ -185,8 +184,7 @@ class TrainerBase:
 
     def limit_steps(self, steps: int) -> int:
         """``steps`` per epoch, capped by ``train.max_steps_per_epoch``."""
-        cap = self.cfg.train.max_steps_per_epoch
-        return min(steps, cap) if cap else steps
+        return min(steps, self.cfg.train.max_steps_per_epoch or steps)
 
     # -- the step's pieces ---------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,8 +206,7 @@ class TrainerBase:
         on the device, no host read), step ``optimizer`` then each ``extra_optimizers`` entry
         ``(optimizer, prepare)`` (``prepare()`` runs on its unscaled gradients first), update the scaler.
         A per-step schedule steps after the step (:meth:`step_batch`), outside a captured graph."""
-        self.optimizer.zero_grad(set_to_none=True)
-        for opt, _ in self.extra_optimizers:
+        for opt in self.optimizers():
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.clip_norm > 0:
@@ -387,10 +384,7 @@ class TrainerBase:
                 self.show_progress(host.tolist(), steps, at - self.epoch_start)
         host = torch.empty(self.totals.shape, pin_memory=self.device.type == "cuda")
         host.copy_(self.totals, non_blocking=True)
-        event = None
-        if self.device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record()
+        event = torch.cuda.current_stream().record_event() if self.device.type == "cuda" else None
         self.pending_copy = (host, event, self.done, now)
 
     def show_progress(self, sums: list[float], steps: int, seconds: float) -> None:
