@@ -208,13 +208,15 @@ class UDATrainer(Trainer):
         """The round's steps from the two infinite streams (restart-exact from ``self.step``): a labelled
         :class:`Batch` whose ``unlabelled`` is the step's unlabelled one."""
         cfg, b, seed = self.cfg, self.cfg.data.batch_size, self.cfg.train.seed
-        streams = ((self.labelled_set, b, EVAL_COLLATE, seed),
-                   (self.unlabelled_set, b * cfg.uda.unsup_ratio, UNLABELLED_COLLATE[self.unlabelled_set.view.pair],
-                    seed + 1))
-        sup, unsup = (DataLoader(EpochSeeded(ds, s), bs, num_workers=cfg.data.workers, collate_fn=collate,
-                                 pin_memory=self.device.type == "cuda",
-                                 sampler=StepSampler(len(ds), bs, self.info.rank, self.info.world_size, s, self.step))
-                      for ds, bs, collate, s in streams)
+
+        def stream(ds, batch: int, collate, s: int) -> DataLoader:
+            return DataLoader(EpochSeeded(ds, s), batch, num_workers=cfg.data.workers, collate_fn=collate,
+                              pin_memory=self.device.type == "cuda",
+                              sampler=StepSampler(len(ds), batch, self.info.rank, self.info.world_size, s, self.step))
+
+        sup = stream(self.labelled_set, b, EVAL_COLLATE, seed)
+        unsup = stream(self.unlabelled_set, b * cfg.uda.unsup_ratio, UNLABELLED_COLLATE[self.unlabelled_set.view.pair],
+                       seed + 1)
         for labelled, unlabelled in zip(sup, unsup):
             skipped = labelled.skipped + unlabelled.skipped
             if labelled.empty or unlabelled.empty:

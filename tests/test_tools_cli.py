@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = sorted(p.name for p in (ROOT / "tools").glob("*.py") if p.name not in ("cli_common.py", "__init__.py"))
+LIBRARIES = ("cli_common.py", "bench_common.py", "__init__.py")  # what the entry points share, not tools
+TOOLS = sorted(p.name for p in (ROOT / "tools").glob("*.py") if p.name not in LIBRARIES)
 
 PROBE = """
 import contextlib, io, runpy, sys

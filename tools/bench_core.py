@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from classification.models import create_model
 from core import EarlyHead, KeepAugment, cutout, paste, selective_boxes
 from core.testing import reference_keep_cut, reference_keep_paste
-from tools.bench_rerank import rss_kib, sync
+from tools.bench_common import rss_kib, sync
 
 _KEEP = {"keep_full": dict(), "keep_lowres": dict(low_res=True), "keep_early": dict(early=True),
          "keep_lowres_early": dict(low_res=True, early=True)}

@@ -19,7 +19,8 @@ import torch
 from classification.engine import Trainer
 from classification.schema import ClsConfig
 from core.engine.config import load_config
-from tools.bench_cifar import BASE, cifar_root
+from tools.bench_cifar import BASE
+from tools.bench_common import cifar_root
 
 
 def loader_only(trainer) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 from core.engine.config import load_config
 from reid.engine import ReidTrainer
 from reid.schema import ReidConfig
-from tools.bench_cifar import bench_parser, compare_arms, folder_or_extracted, mean_std
+from tools.bench_common import bench_parser, compare_arms, folder_or_extracted, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "reid" / "configs" / "base.yaml"
 ARMS = {"random_erasing": ["aug.keep=false"], "keep_random_erasing": ["aug.keep=true"]}

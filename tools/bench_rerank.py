@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,25 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tools.bench_common import rss_kib, sync
+
 GOALS = dict(speedup=7.0, max_abs_diff=1e-5, peak_mib=2048)
 # the settings of a run and their defaults: each is a flag (--lambda-value), passed to the child, and in the report
 SETTINGS = dict(queries=3368, gallery=15913, dim=2048, k1=20, k2=6, lambda_value=0.3, seed=0)
-
-
-def rss_kib(field: str = "VmHWM") -> int:
-    """This process's peak (VmHWM) or current (VmRSS) resident memory in KiB (/proc's VmHWM resets at exec,
-    unlike ru_maxrss, which a forked child inherits)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def child(args) -> None:

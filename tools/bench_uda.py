@@ -18,7 +18,7 @@ from pathlib import Path
 
 from classification.uda import SemiConfig, UDATrainer
 from core.engine.config import load_config
-from tools.bench_cifar import bench_parser, cifar_root, compare_arms, mean_std
+from tools.bench_common import bench_parser, cifar_root, compare_arms, mean_std
 
 BASE = Path(__file__).resolve().parents[1] / "classification" / "configs" / "uda" / "base.yaml"
 # the strong view: UDA's own RandAugment + Cutout 16 (classification/uda_randaugment.py, the configs' default),

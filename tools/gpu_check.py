@@ -34,7 +34,7 @@ from classification.engine import Trainer  # noqa: E402
 from classification.schema import ClsConfig  # noqa: E402
 from core.engine.config import load_config  # noqa: E402
 from tools import bench_core  # noqa: E402
-from tools.bench_cifar import cifar_root  # noqa: E402
+from tools.bench_common import cifar_root  # noqa: E402
 
 CIFAR_BASE = ROOT / "classification" / "configs" / "cifar10" / "base.yaml"
 ARMS = {"cutout": ["aug.method=cutout"],
